@@ -1,0 +1,70 @@
+"""Write `last.ckpt` when training crashes, is interrupted (Ctrl-C) or receives SIGUSR1.
+
+The original `main.py` called this "melk". Rank 0 writes the file directly (no collective
+barrier), because the other ranks may be gone or stuck when an exception arrives.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import lightning.pytorch as pl
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointOnInterrupt(pl.Callback):
+    """Save `<ckptdir>/last.ckpt` on an exception, on KeyboardInterrupt and on SIGUSR1.
+
+    Args:
+        ckptdir: the run's checkpoint folder.
+        signum: the signal that requests a checkpoint (SIGUSR1, as cluster schedulers send
+            before a pre-emption); the checkpoint is written after the current batch.
+    """
+
+    def __init__(self, ckptdir: str, signum: int = getattr(signal, "SIGUSR1", 0)):
+        super().__init__()
+        self.ckptdir = ckptdir
+        self.signum = signum
+        self._requested = False
+        self._previous_handler = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.ckptdir, "last.ckpt")
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Dump the full training state and write it on rank 0."""
+        if trainer.global_rank != 0:
+            return
+        logger.warning("Summoning checkpoint: writing %s", self.path)
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.path)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._requested = True
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signum:
+            try:
+                self._previous_handler = signal.signal(self.signum, self._on_signal)
+            except ValueError:  # not in the main thread
+                self._previous_handler = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signum and self._previous_handler is not None:
+            signal.signal(self.signum, self._previous_handler)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._requested:
+            self._requested = False
+            self.save(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn != "fit" or trainer.global_step == 0 and trainer.current_epoch == 0:
+            return  # nothing trained yet: keep the previous last.ckpt
+        try:
+            self.save(trainer)
+        except Exception as err:  # never hide the original exception
+            logger.error("could not write %s: %s", self.path, err)
