@@ -86,3 +86,27 @@ def test_help_lists_trainer_flags():
     proc = run_main(["--help"], cwd=REPO_ROOT)
     for flag in ("--gpus", "--max_steps", "--accumulate_grad_batches", "--strategy", "--finetune_from", "--scale_lr"):
         assert flag in proc.stdout
+
+
+def test_finetune_from_weights_and_refuse_them_for_resume(tmp_path):
+    from tests.helpers.tiny import TinyModel
+
+    released = {k: torch.full_like(v, 0.5) for k, v in TinyModel(channels=4).state_dict().items()}
+    torch.save({"state_dict": released}, tmp_path / "released.ckpt")
+    base = write_tiny_config(tmp_path / "tiny.yaml", max_steps=1)
+    logs = tmp_path / "logs"
+    run_main(["--base", str(base), "-t", "--accelerator", "cpu", "-l", str(logs),
+              "--finetune_from", str(tmp_path / "released.ckpt"), "--limit_val_batches", "0"], cwd=tmp_path)
+    ckpt = torch.load(only_run_dir(logs) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 1  # a new run from step 0, one optimizer step taken
+    weight = ckpt["state_dict"]["net.0.weight"]
+    assert (weight - 0.5).abs().max() < 1e-3 and not torch.equal(weight, torch.full_like(weight, 0.5))
+
+    fake = tmp_path / "fake_run"
+    (fake / "checkpoints").mkdir(parents=True)
+    (fake / "configs").mkdir()
+    (fake / "configs" / "project.yaml").write_text(base.read_text())
+    torch.save({"state_dict": released}, fake / "checkpoints" / "last.ckpt")
+    proc = run_main(["-r", str(fake), "-t", "--accelerator", "cpu"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "holds weights only" in proc.stderr and "use --finetune_from" in proc.stderr
