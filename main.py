@@ -89,10 +89,10 @@ def resolve_run(opt: argparse.Namespace, now: str) -> tuple[str, str, str | None
 
 def check_resume_checkpoint(path: str, unsafe_pickle: bool) -> None:
     """Refuse weights-only files for -r: they hold no optimizer or loop state to resume."""
-    from ldm.checkpoint import load_checkpoint
+    from ldm.checkpoint import is_training_checkpoint, load_checkpoint
 
     checkpoint = load_checkpoint(path, unsafe_pickle=unsafe_pickle)
-    if "optimizer_states" not in checkpoint or "global_step" not in checkpoint:
+    if not is_training_checkpoint(checkpoint):
         raise SystemExit(
             f"error: {path} holds weights only (no optimizer or step state), so it cannot be resumed; "
             "to start training from it use --finetune_from"
@@ -232,7 +232,7 @@ def run(opt: argparse.Namespace, unknown: list[str]) -> None:
 
     callbacks = build_callbacks(lightning_config, model, opt, now, logdir, ckptdir, cfgdir, config)
     strategy = kwargs.get("strategy", "auto")
-    plugins = [AtomicCheckpointIO()] if isinstance(strategy, str) and not any(
+    plugins = [AtomicCheckpointIO(unsafe_pickle=opt.unsafe_pickle)] if isinstance(strategy, str) and not any(
         s in strategy for s in ("deepspeed", "fsdp")) else []
     os.environ["LDM_RUN_LOGDIR"] = logdir  # DDP workers re-run this script: share rank 0's folder
     trainer = pl.Trainer(**kwargs, logger=build_logger(lightning_config, logdir, nowname, opt.debug),
@@ -240,7 +240,7 @@ def run(opt: argparse.Namespace, unknown: list[str]) -> None:
 
     try:
         if opt.train:
-            trainer.fit(model, data, ckpt_path=resume_ckpt, weights_only=not opt.unsafe_pickle)
+            trainer.fit(model, data, ckpt_path=resume_ckpt)
         has_test = data is not None and "test" in getattr(data, "dataset_configs", {})
         if not opt.no_test and not trainer.interrupted and has_test:
             trainer.test(model, data)

@@ -41,7 +41,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning CheckpointIO plugin that writes local checkpoints atomically."""
+    """Lightning CheckpointIO plugin: atomic local writes, and reads through `ldm.checkpoint`.
+
+    Args:
+        unsafe_pickle: let resumed files run pickled code (only for files you trust); by
+            default they are read with the restricted unpickler of `ldm.checkpoint`.
+    """
+
+    def __init__(self, unsafe_pickle: bool = False):
+        super().__init__()
+        self.unsafe_pickle = unsafe_pickle
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        from ldm.checkpoint import load_checkpoint
+
+        if "://" in str(path) and not str(path).startswith("file://"):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        return load_checkpoint(str(path).removeprefix("file://"), unsafe_pickle=self.unsafe_pickle)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if "://" in str(path) and not str(path).startswith("file://"):
