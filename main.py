@@ -203,10 +203,14 @@ def run(opt: argparse.Namespace, unknown: list[str]) -> None:
     # Lightning 2 refuses gradient clipping / accumulation with manual optimization (the GAN
     # autoencoders): hand them to the model, which applies them in its training_step.
     accumulate = int(kwargs.get("accumulate_grad_batches", 1))
+    # Their two optimizers each leave the other's parameters without gradients, so DDP has to
+    # look for unused parameters.
     if not model.automatic_optimization:
         for key in ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches"):
             if key in kwargs:
                 setattr(model, key, kwargs.pop(key))
+        if kwargs.get("strategy") == "ddp":
+            kwargs["strategy"] = "ddp_find_unused_parameters_true"
 
     data = instantiate_from_config(config.data, path="data") if "data" in config else None
     if data is not None:
