@@ -1,0 +1,134 @@
+"""Precomputed latents: the shard format, `scripts/cache_latents.py`, and training on the cache."""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from ldm.data.cached_latents import (
+    CachedLatents,
+    CachedLatentsError,
+    CachedLatentsWriter,
+    read_index,
+)
+from ldm.util import instantiate_from_config
+from tests.models.tiny import LDM, TINY_KL, UNET_XATTN, BlobImages
+
+pytestmark = [pytest.mark.filterwarnings("ignore:You called `self.log"),
+              pytest.mark.filterwarnings("ignore:Found .* module.*in eval mode")]
+
+
+def test_writer_and_reader_round_trip(tmp_path):
+    writer = CachedLatentsWriter(tmp_path / "cache", "moments", shard_size=3, dtype="float32",
+                                 cond_source_key="txt", provenance={"note": "test"})
+    latents, cond = torch.randn(7, 8, 2, 2), torch.randn(7, 5, 4)
+    labels = torch.arange(7)
+    captions = [f"caption {i}" for i in range(7)]
+    writer.add(latents[:4], cond[:4], {"class_label": labels[:4], "txt": captions[:4]})
+    writer.add(latents[4:], cond[4:], {"class_label": labels[4:], "txt": captions[4:]})
+    index_path = writer.close()
+    index = json.loads(index_path.read_text())
+    assert index["num_samples"] == 7 and [s["num_samples"] for s in index["shards"]] == [3, 3, 1]
+    assert index["latent"] == {"key": "latent", "kind": "moments", "shape": [8, 2, 2], "dtype": "float32"}
+    assert index["cond"]["shape"] == [5, 4] and index["fields"] == {"class_label": "tensor", "txt": "str"}
+
+    data = CachedLatents(tmp_path / "cache")
+    assert len(data) == 7
+    for i in (0, 3, 6, -1):
+        sample = data[i]
+        j = i % 7
+        assert torch.equal(sample["latent"], latents[j]) and torch.equal(sample["cond_embedding"], cond[j])
+        assert sample["txt"] == captions[j] and sample["class_label"].item() == j
+    batch = next(iter(DataLoader(data, batch_size=5)))
+    assert batch["latent"].shape == (5, 8, 2, 2) and batch["txt"] == captions[:5]
+    with pytest.raises(IndexError):
+        data[7]
+    only = CachedLatents(tmp_path / "cache", fields=["txt"], dtype="float16")
+    assert set(only[0]) == {"latent", "cond_embedding", "txt"} and only[0]["latent"].dtype == torch.float16
+
+    with pytest.raises(CachedLatentsError, match="already holds a cache"):
+        CachedLatentsWriter(tmp_path / "cache", "latent")
+    with pytest.raises(CachedLatentsError, match="no index.json"):
+        CachedLatents(tmp_path / "nothing")
+    (tmp_path / "cache" / "shard-000001.safetensors").unlink()
+    with pytest.raises(CachedLatentsError, match="shard-000001.safetensors .* missing"):
+        read_index(tmp_path / "cache")
+
+
+def model_config() -> dict:
+    """A tiny class-conditional LatentDiffusion with a frozen class encoder (so it is cached)."""
+    unet = copy.deepcopy(UNET_XATTN)
+    return {
+        "target": LDM,
+        "params": {
+            "linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000, "first_stage_key": "image",
+            "cond_stage_key": "class_label", "image_size": 8, "channels": 4, "conditioning_key": "crossattn",
+            "cond_stage_trainable": False, "scale_factor": 0.5, "use_ema": False,
+            "conditioning_dropout": {"class_label": {"p": 0.5, "val": 2}},
+            "unet_config": unet, "first_stage_config": copy.deepcopy(TINY_KL),
+            "cond_stage_config": {"target": "ldm.modules.encoders.modules.ClassEmbedder",
+                                  "params": {"embed_dim": 16, "n_classes": 3, "key": "class_label"}},
+        },
+    }
+
+
+def load_script():
+    from tests.models.test_configs import REPO
+
+    spec = importlib.util.spec_from_file_location("cache_latents", REPO / "scripts" / "cache_latents.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cache_script_and_training_on_the_cache(tmp_path):
+    torch.manual_seed(0)
+    config = {"model": model_config(), "data": {"target": "ldm.data.datamodule.DataModuleFromConfig", "params": {
+        "batch_size": 4, "train": {"target": "tests.models.tiny.BlobImages", "params": {"length": 10}}}}}
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    model = instantiate_from_config(config["model"])
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+
+    script = load_script()
+    assert script.main(["--base", str(config_path), "--ckpt", str(ckpt), "--out", str(tmp_path / "cache"),
+                        "--batch-size", "4", "--shard-size", "6", "--dtype", "float32", "--device", "cpu"]) == 0
+    index = read_index(tmp_path / "cache")
+    assert index["num_samples"] == 10 and len(index["shards"]) == 2
+    assert index["latent"]["kind"] == "moments" and index["latent"]["shape"] == [8, 8, 8]
+    assert index["cond"]["source_key"] == "class_label" and index["cond"]["shape"] == [1, 16]
+    assert set(index["fields"]) == {"caption", "class_label", "mask"}  # the image itself is not stored
+
+    cached = next(iter(DataLoader(CachedLatents(tmp_path / "cache"), batch_size=4)))
+    images = next(iter(DataLoader(BlobImages(length=10), batch_size=4)))
+    model.eval()
+    torch.manual_seed(5)
+    z_cached, c_cached = model.get_input(cached, "image")
+    torch.manual_seed(5)
+    z_images, c_images = model.get_input(images, "image")
+    torch.testing.assert_close(z_cached, z_images, atol=1e-5, rtol=1e-5)  # same posterior, same noise draw
+    torch.testing.assert_close(c_cached, c_images)
+
+    # conditioning dropout on cached embeddings uses the encoder's embedding of the null class
+    null = model.cond_stage_model({"class_label": torch.tensor([2])})
+    torch.manual_seed(0)
+    dropped = model.drop_conditions(cached)["cond_embedding"]
+    nulled = (dropped == null).all(dim=(1, 2))
+    assert nulled.any() and torch.equal(dropped[~nulled], cached["cond_embedding"][~nulled])
+
+    # a few training steps read only the cache: the first stage's encoder is never called
+    calls = []
+    model.first_stage_model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    model.learning_rate = 1e-3
+    model.train()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=4, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, DataLoader(CachedLatents(tmp_path / "cache"), batch_size=4, shuffle=True))
+    assert trainer.global_step == 4 and not calls
