@@ -25,11 +25,11 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         data = self.server.payload
         match = re.match(r"bytes=(\d+)-", self.headers.get("Range", ""))
         start = int(match.group(1)) if match else 0
+        self.server.requests.append(start)  # before answering: the client may finish first
         self.send_response(206 if match else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         self.wfile.write(data[start:])
-        self.server.requests.append(start)
 
     def log_message(self, *args):
         pass
