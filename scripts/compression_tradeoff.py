@@ -17,7 +17,6 @@ model after the other, with the same batch size, learning rate and data.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time

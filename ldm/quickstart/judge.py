@@ -7,9 +7,11 @@ Reading an image (`detect_objects`):
    is mixed with grey, so antialiased edges keep their object's colour);
 3. each colour's pixels split into 8-connected components; components smaller than
    `min_area_fraction` of the image are noise;
-4. a component's shape is the best template: every shape of `ldm.data.scene_render` is drawn
-   with the renderer itself in the component's (square) box, at a few box sizes around the
-   measured one, and compared with the component by intersection over union.
+4. a component's coverage is estimated per pixel by unmixing the object colour from the local
+   background colour, and its shape is the best template: every shape of
+   `ldm.data.scene_render` is drawn with the renderer itself in the component's (square) box, at
+   a few box sizes and half-pixel shifts around the measured one, and compared with the
+   coverage by soft intersection over union.
 
 Scoring a caption (`judge`): the caption is parsed with the scenes grammar
 (`ldm.data.scenes.parse_caption`); its objects are matched to the detected ones by the
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import colorsys
 import itertools
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from ldm.data.scene_render import COLORS, SHAPES, shape_coverage
-from ldm.data.scenes import RELATIONS
+from ldm.data.scenes import parse_caption
 
 COLOR_NAMES = tuple(COLORS)
 COLOR_HUES = np.array([colorsys.rgb_to_hsv(*(c / 255.0 for c in rgb))[0] for rgb in COLORS.values()])
@@ -173,31 +174,6 @@ def detect_objects(image: np.ndarray, min_saturation: float = 0.4, min_value: fl
             rel_box = (box[0] / width, box[1] / height, box[2] / width, box[3] / height)
             objects.append(DetectedObject(name, shape, rel_box, area, scores))
     return sorted(objects, key=lambda o: -o.area)
-
-
-_REL = "|".join(re.escape(r) for r in RELATIONS)
-_OBJ = r"an? (\w+) (\w+)"
-_CAPTION_PATTERNS = (
-    re.compile(rf"^{_OBJ}$"),
-    re.compile(rf"^{_OBJ} ({_REL}) {_OBJ}$"),
-    re.compile(rf"^{_OBJ} ({_REL}) {_OBJ} and {_OBJ} ({_REL}) the (\w+) (\w+)$"),
-)
-
-
-def parse_caption(caption: str) -> tuple[list[tuple[str, str]], list[tuple[int, str, int]]]:
-    """Objects [(colour, shape)] and relations [(subject, relation, reference)] of a scenes caption
-    (the grammar of `ldm.data.scenes`); ValueError for any other text."""
-    text = " ".join(caption.strip().lower().rstrip(".").split())
-    m1, m2, m3 = (pattern.match(text) for pattern in _CAPTION_PATTERNS)
-    if m1:
-        return [m1.groups()], []
-    if m2:
-        g = m2.groups()
-        return [(g[0], g[1]), (g[3], g[4])], [(0, g[2], 1)]
-    if m3 and (m3.group(9), m3.group(10)) == (m3.group(4), m3.group(5)):
-        g = m3.groups()
-        return [(g[0], g[1]), (g[3], g[4]), (g[5], g[6])], [(0, g[2], 1), (2, g[7], 1)]
-    raise ValueError(f"not a scenes caption: {caption!r}")
 
 
 def relation_of(a: DetectedObject, b: DetectedObject) -> str:

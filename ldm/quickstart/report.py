@@ -120,6 +120,10 @@ def render_markdown(results: Mapping[str, Any], grid_name: str | None = None,
               f"({int(judge_real.get('n', 0))} scenes).", "",
               "Held-out captions (never seen in training), one sample each:", ""]
     lines += _accuracy_rows(r.get("judge", {}))
+    if r.get("judge_on_reconstructions"):
+        lines += ["", "The first stage's ceiling: the judge on autoencoder reconstructions of the real scenes "
+                  "with the same captions:", ""]
+        lines += _accuracy_rows({"autoencoder reconstructions": r["judge_on_reconstructions"]})
     lines += ["", "Caption accuracy: all attributes of the caption right (number of objects, each "
               "object's colour and shape, each relation); attribute accuracy: over all attributes.", ""]
     if grid_name:

@@ -24,6 +24,7 @@ from ldm.models.diffusion.guidance import (
 )
 from ldm.modules.diffusionmodules.util import (
     extract_into_tensor,
+    ddim_sigmas,
     make_ddim_sampling_parameters,
     make_ddim_timesteps,
     noise_like,
@@ -49,19 +50,6 @@ def ddim_step(x: torch.Tensor, e_t: torch.Tensor, a_t: torch.Tensor, a_prev: tor
         noise = torch.nn.functional.dropout(noise, p=noise_dropout)
     x_prev = a_prev.sqrt() * pred_x0 + dir_xt + noise
     return x_prev, pred_x0
-
-
-def ddim_sigmas(alphas: torch.Tensor, alphas_prev: torch.Tensor | np.ndarray, eta: float) -> torch.Tensor:
-    """eta * sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev)) (DDIM Eq. 16), elementwise.
-
-    Rounds like the original, where `a` is a float32 tensor and `a_prev` float64: `1 - a` and
-    its reciprocal are float32 (torch divides an array by a tensor as reciprocal-then-multiply),
-    the rest float64. The result has the dtype of `a_prev` promoted with float32.
-    """
-    a = torch.as_tensor(alphas)
-    a_prev = torch.as_tensor(alphas_prev).to(a.device)
-    ratio = (1 - a).reciprocal() * (1 - a_prev)
-    return eta * torch.sqrt(ratio * (1 - a / a_prev))
 
 
 class ScheduleSampler:

@@ -99,11 +99,23 @@ def make_ddim_sampling_parameters(
     """
     alphas = alphacums[ddim_timesteps]
     alphas_prev = np.asarray([alphacums[0]] + alphacums[ddim_timesteps[:-1]].tolist(), dtype=np.float64)
-    alphas_np = np.asarray(alphas, dtype=np.float64)
-    sigmas = eta * np.sqrt((1 - alphas_prev) / (1 - alphas_np) * (1 - alphas_np / alphas_prev))
+    sigmas = ddim_sigmas(torch.as_tensor(alphas).cpu(), alphas_prev, eta).numpy()
     if verbose:
         logger.info("DDIM alphas %s; previous %s; sigmas %s (eta %s)", alphas, alphas_prev, sigmas, eta)
     return sigmas, alphas, alphas_prev
+
+
+def ddim_sigmas(alphas: torch.Tensor, alphas_prev: torch.Tensor | np.ndarray, eta: float) -> torch.Tensor:
+    """eta * sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev)) (DDIM Eq. 16), elementwise.
+
+    Rounds like the original, where `a` is a float32 tensor and `a_prev` float64: `1 - a` and
+    its reciprocal are float32 (torch divides an array by a tensor as reciprocal-then-multiply),
+    the rest float64. The result has the dtype of `a_prev` promoted with float32.
+    """
+    a = torch.as_tensor(alphas)
+    a_prev = torch.as_tensor(alphas_prev).to(a.device)
+    ratio = (1 - a).reciprocal() * (1 - a_prev)
+    return eta * torch.sqrt(ratio * (1 - a / a_prev))
 
 
 def betas_for_alpha_bar(num_diffusion_timesteps: int, alpha_bar: Callable[[float], float],
