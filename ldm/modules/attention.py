@@ -39,7 +39,7 @@ def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale:
 
     `mask` is boolean, True where a query may attend to a key, broadcastable to [..., n, m].
     The softmax runs in float32 in both backends (SDPA kernels accumulate in float32; the math
-    backend upcasts explicitly), so bf16/fp16 autocast does not change it.
+    backend upcasts explicitly), so bf16/fp16 autocast does not lower its precision.
     """
     if backend == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
