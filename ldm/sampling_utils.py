@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm, trange
 
 from ldm.image_grid import make_grid, to_uint8
 
@@ -89,6 +90,28 @@ def add_model_args(parser: argparse.ArgumentParser, config: str, ckpt: str) -> N
     parser.add_argument("--ckpt", default=ckpt, help="the model checkpoint (.ckpt or .safetensors)")
 
 
+def add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    """--prompt and --from-file (read by `prompt_batches`)."""
+    parser.add_argument("--prompt", default="a painting of a virus monster playing guitar", help="the prompt to render")
+    parser.add_argument("--from-file", dest="from_file", default=None,
+                        help="read prompts from this file, one per line")
+
+
+def add_latent_and_model_args(parser: argparse.ArgumentParser, n_samples: int, defaults_from_model: bool) -> None:
+    """--C, --f (checked by `check_latent_args`), --n_samples, --n_rows, and --config/--ckpt
+    defaulting to Stable Diffusion v1. With `defaults_from_model` --C/--f default to the
+    model's values; otherwise they are only checked against the model."""
+    if defaults_from_model:
+        c_help, f_help = "default: the model's", "default: the first stage's"
+    else:
+        c_help = f_help = "checked against the model"
+    parser.add_argument("--C", type=int, default=None, help=f"latent channels ({c_help})")
+    parser.add_argument("--f", type=int, default=None, help=f"downsampling factor ({f_help})")
+    parser.add_argument("--n_samples", type=int, default=n_samples, help="batch size: samples per prompt")
+    parser.add_argument("--n_rows", type=int, default=0, help="images per grid row (default: n_samples)")
+    add_model_args(parser, "configs/stable-diffusion/v1-inference.yaml", "models/ldm/stable-diffusion-v1/model.ckpt")
+
+
 def add_output_args(parser: argparse.ArgumentParser, outdir: str) -> None:
     parser.add_argument("--outdir", default=outdir, help="where to write the PNGs (never overwritten)")
     parser.add_argument("--skip_grid", action="store_true", help="do not write a grid of all samples")
@@ -101,6 +124,13 @@ def sampler_name(opt: argparse.Namespace) -> str:
     if opt.plms and opt.dpm_solver:
         raise ScriptError("--plms and --dpm_solver exclude each other")
     return "plms" if opt.plms else "dpm_solver" if opt.dpm_solver else "ddim"
+
+
+def checked_sampler_name(opt: argparse.Namespace) -> str:
+    """`sampler_name(opt)` after `check_steps_and_eta` accepts --ddim_steps and --ddim_eta for it."""
+    name = sampler_name(opt)
+    check_steps_and_eta(opt, name)
+    return name
 
 
 def check_steps_and_eta(opt: argparse.Namespace, name: str) -> None:
@@ -179,6 +209,32 @@ def load_model(config: Any, ckpt: str, device: torch.device | str = "cpu", use_e
     load_state_dict_into(model, checkpoint, use_ema=use_ema, source=ckpt)
     model.global_step_from_ckpt = int(checkpoint.get("global_step", 0) or 0)
     return model.to(device).eval()
+
+
+def load_model_from_args(opt: argparse.Namespace) -> tuple[torch.device, Any]:
+    """(device, model): the --device (default: the best available) and the --config/--ckpt model on it."""
+    device = pick_device(opt.device)
+    return device, load_model(load_config(opt.config), opt.ckpt, device)
+
+
+def check_latent_args(opt: argparse.Namespace, model: Any) -> int:
+    """Check --f and --C (when given) against the model; returns the first stage's factor f."""
+    f = first_stage_factor(model)
+    if opt.f is not None and opt.f != f:
+        raise ScriptError(f"--f {opt.f} does not match the first stage's downsampling factor {f}")
+    if opt.C is not None and opt.C != int(model.channels):
+        raise ScriptError(f"--C {opt.C} does not match the model's latent channels {int(model.channels)}")
+    return f
+
+
+def load_unguided(opt: argparse.Namespace) -> tuple[str, torch.device, Any]:
+    """For scripts without --scale (opt.scale is set to 1): check the sampler flags and
+    --n_samples, then load the model; returns (sampler name, device, model)."""
+    opt.scale = 1.0
+    name = checked_sampler_name(opt)
+    if opt.n_samples < 1:
+        raise ScriptError("--n_samples must be at least 1")
+    return (name, *load_model_from_args(opt))
 
 
 def first_stage_factor(model: Any) -> int:
@@ -345,3 +401,49 @@ def read_prompts(path: str) -> list[str]:
 def chunk(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield list(items[i:i + size])
+
+
+# ---- prompt-driven sampling (txt2img, img2img) ---------------------------------------------------
+
+def prompt_batches(opt: argparse.Namespace) -> list[list[str]]:
+    """--prompt repeated --n_samples times, or the lines of --from-file in batches of --n_samples."""
+    if opt.n_samples < 1 or opt.n_iter < 1:
+        raise ScriptError("--n_samples and --n_iter must be at least 1")
+    prompts = read_prompts(opt.from_file) if opt.from_file else [opt.prompt]
+    return [[p] * opt.n_samples for p in prompts] if not opt.from_file else list(chunk(prompts, opt.n_samples))
+
+
+def sample_prompt_batches(opt: argparse.Namespace, model: Any, device: torch.device,
+                          batches: list[list[str]], samples_dir: NumberedFolder,
+                          sample_batch: Callable[[Any, Any, int], torch.Tensor]) -> list[Path]:
+    """Run `sample_batch(c, uc, n) -> latents` --n_iter times over `batches` (uc: the empty
+    prompt's conditioning when --scale is not 1, else None); save the decoded images in
+    `samples_dir` (unless --skip_save) and one grid of all in --outdir (unless --skip_grid)."""
+    outdir = Path(opt.outdir)
+    written, all_samples = [], []
+    with torch.no_grad(), precision_scope(opt.precision, device), ema_scope(model):
+        for _ in trange(opt.n_iter, desc="Sampling"):
+            for batch in tqdm(batches, desc="data"):
+                n = len(batch)
+                uc = model.get_learned_conditioning(n * [""]) if opt.scale != 1.0 else None
+                c = model.get_learned_conditioning(batch)
+                images = to_unit_range(model.decode_first_stage(sample_batch(c, uc, n))).cpu()
+                if not opt.skip_save:
+                    written += [samples_dir.save(img) for img in images]
+                if not opt.skip_grid:
+                    all_samples.append(images)
+    if not opt.skip_grid:
+        written.append(save_grid(all_samples, outdir, opt.n_rows or opt.n_samples))
+    print(f"Your samples are ready and waiting for you here: {outdir}")
+    return written
+
+
+def save_samples(images: torch.Tensor, samples_dir: NumberedFolder, opt: argparse.Namespace,
+                 nrow: int) -> list[Path]:
+    """Save `images` ([B, C, H, W] in [0, 1]) in `samples_dir` (unless --skip_save) and as a grid
+    in --outdir (unless --skip_grid); returns the paths written."""
+    written = [] if opt.skip_save else [samples_dir.save(img) for img in images]
+    if not opt.skip_grid:
+        written.append(save_grid(images, opt.outdir, nrow=nrow))
+    print(f"Your samples are ready and waiting for you here: {opt.outdir}")
+    return written

@@ -20,68 +20,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from ldm.sampling_utils import (  # noqa: E402
-    ArgumentParser,
-    ScriptError,
-    add_model_args,
-    add_sampling_args,
-    check_image_size,
-    check_steps_and_eta,
-    ema_scope,
-    first_stage_factor,
-    latent_multiple,
-    load_config,
-    load_image,
-    load_model,
-    make_sampler,
-    pick_device,
-    precision_scope,
-    run_script,
-    sampler_name,
-    save_grid,
-    save_png,
-    seed_everything,
-    unique_path,
-)
+from ldm import sampling_utils as su  # noqa: E402
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> su.ArgumentParser:
+    p = su.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--indir", required=True, help="folder with name.png and name_mask.png pairs")
     p.add_argument("--outdir", required=True, help="folder for the results (never overwritten)")
     p.add_argument("--steps", type=int, default=50, help="number of DDIM sampling steps")
     p.add_argument("--skip_grid", action="store_true", help="do not write the overview grid")
-    add_sampling_args(p, steps=None, eta=0.0, scale=None)
-    add_model_args(p, "models/ldm/inpainting_big/config.yaml", "models/ldm/inpainting_big/last.ckpt")
+    su.add_sampling_args(p, steps=None, eta=0.0, scale=None)
+    su.add_model_args(p, "models/ldm/inpainting_big/config.yaml", "models/ldm/inpainting_big/last.ckpt")
     return p
 
 
 def find_pairs(indir: str) -> list[tuple[str, str]]:
     """(image, mask) paths, sorted; every mask needs its image."""
     if not os.path.isdir(indir):
-        raise ScriptError(f"--indir {indir} is not a folder")
+        raise su.ScriptError(f"--indir {indir} is not a folder")
     masks = sorted(glob.glob(os.path.join(indir, "*_mask.png")))
     if not masks:
-        raise ScriptError(f"--indir {indir} has no name_mask.png files")
+        raise su.ScriptError(f"--indir {indir} has no name_mask.png files")
     pairs = []
     for mask in masks:
         image = mask[: -len("_mask.png")] + ".png"
         if not os.path.isfile(image):
-            raise ScriptError(f"mask {mask} has no image {image}")
+            raise su.ScriptError(f"mask {mask} has no image {image}")
         pairs.append((image, mask))
     return pairs
 
 
 def make_batch(image_path: str, mask_path: str, multiple: int, device: torch.device) -> dict[str, torch.Tensor]:
     """image, mask (binarised at 0.5) and masked image, all in [-1, 1], as the original script."""
-    image = load_image(image_path)
-    mask = (load_image(mask_path, mode="L") + 1.0) / 2.0
+    image = su.load_image(image_path)
+    mask = (su.load_image(mask_path, mode="L") + 1.0) / 2.0
     if image.shape[-2:] != mask.shape[-2:]:
-        raise ScriptError(f"mask {mask_path} is {mask.shape[3]}x{mask.shape[2]} but its image is "
-                          f"{image.shape[3]}x{image.shape[2]}")
+        raise su.ScriptError(f"mask {mask_path} is {mask.shape[3]}x{mask.shape[2]} but its image is "
+                             f"{image.shape[3]}x{image.shape[2]}")
     h, w = image.shape[-2:]
     if h % multiple or w % multiple:
-        raise ScriptError(f"image {image_path} ({w}x{h}) must have sides divisible by {multiple}")
+        raise su.ScriptError(f"image {image_path} ({w}x{h}) must have sides divisible by {multiple}")
     mask = (mask >= 0.5).float()
     image01 = (image + 1.0) / 2.0
     masked = (1.0 - mask) * image01
@@ -104,36 +82,34 @@ def inpaint(model, sampler, batch: dict[str, torch.Tensor], steps: int, eta: flo
 def main(argv=None) -> list[Path]:
     opt = build_parser().parse_args(argv)
     opt.ddim_steps = opt.steps
-    name = sampler_name(opt)
-    check_steps_and_eta(opt, name)
+    name = su.checked_sampler_name(opt)
     pairs = find_pairs(opt.indir)
-    device = pick_device(opt.device)
-    model = load_model(load_config(opt.config), opt.ckpt, device)
+    device, model = su.load_model_from_args(opt)
     if getattr(model.model, "conditioning_key", None) not in ("concat", "hybrid"):
-        raise ScriptError(f"{opt.config} is not an inpainting model (conditioning_key must be concat)")
-    f, multiple = first_stage_factor(model), latent_multiple(model)
-    sampler = make_sampler(model, name)
+        raise su.ScriptError(f"{opt.config} is not an inpainting model (conditioning_key must be concat)")
+    f, multiple = su.first_stage_factor(model), su.latent_multiple(model)
+    sampler = su.make_sampler(model, name)
     os.makedirs(opt.outdir, exist_ok=True)
 
     written, rows = [], []
-    with torch.no_grad(), precision_scope(opt.precision, device), ema_scope(model):
+    with torch.no_grad(), su.precision_scope(opt.precision, device), su.ema_scope(model):
         for image_path, mask_path in tqdm(pairs, desc="Inpainting"):
             batch = make_batch(image_path, mask_path, multiple, device)
-            check_image_size(batch["image"].shape[2], batch["image"].shape[3], f, multiple, image_path)
-            seed_everything(opt.seed)  # per image: a result does not depend on the others
+            su.check_image_size(batch["image"].shape[2], batch["image"].shape[3], f, multiple, image_path)
+            su.seed_everything(opt.seed)  # per image: a result does not depend on the others
             result = inpaint(model, sampler, batch, opt.steps, opt.ddim_eta)[0].cpu()
-            path = unique_path(Path(opt.outdir) / Path(image_path).name)
-            if save_png(result, path):
+            path = su.unique_path(Path(opt.outdir) / Path(image_path).name)
+            if su.save_png(result, path):
                 written.append(path)
             if not opt.skip_grid and (not rows or rows[0][0].shape == result.shape):
                 image = ((batch["image"][0] + 1) / 2).cpu()
                 rows.append((image, ((batch["mask"][0] + 1) / 2).expand_as(image).cpu(), result))
     if not opt.skip_grid and rows:
         grid = torch.stack([img for row in rows for img in row])
-        written.append(save_grid(grid, opt.outdir, nrow=3))
+        written.append(su.save_grid(grid, opt.outdir, nrow=3))
     print(f"Inpainted {len(pairs)} image(s) into {opt.outdir}")
     return written
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main))
+    sys.exit(su.run_script(main))

@@ -26,28 +26,13 @@ import torch  # noqa: E402
 from tqdm import trange  # noqa: E402
 
 from ldm.image_grid import to_uint8  # noqa: E402
-from ldm.sampling_utils import (  # noqa: E402
-    SAMPLERS,
-    ArgumentParser,
-    NumberedFolder,
-    ScriptError,
-    ema_scope,
-    load_config,
-    load_model,
-    make_sampler,
-    pick_device,
-    run_script,
-    save_grid,
-    seed_everything,
-    to_unit_range,
-    unique_path,
-)
+from ldm import sampling_utils as su  # noqa: E402
 
 GRID_MAX = 64
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> su.ArgumentParser:
+    p = su.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-r", "--resume", "--ckpt", dest="resume", required=True,
                    help="checkpoint file or log dir of the model")
     p.add_argument("-n", "--n_samples", type=int, default=50000, help="number of samples to draw")
@@ -59,7 +44,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batch_size", type=int, default=10, help="samples per batch")
     p.add_argument("--skip_grid", action="store_true", help="do not write a grid of the first 64 samples")
     p.add_argument("--config", nargs="*", default=None, help="config file(s) (default: found next to -r)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler for non-vanilla sampling")
+    p.add_argument("--sampler", choices=su.SAMPLERS, default="ddim", help="sampler for non-vanilla sampling")
     p.add_argument("--classes", type=int, nargs="*", default=None,
                    help="class-conditional models: labels to cycle through (default: uniformly random)")
     p.add_argument("--scale", type=float, default=1.0, help="classifier-free guidance scale (class models)")
@@ -75,21 +60,21 @@ def resolve(resume: str, configs: list[str] | None) -> tuple[str, list[str], str
         candidates = [os.path.join(folder, "model.ckpt"), os.path.join(folder, "checkpoints", "last.ckpt")]
         ckpt = next((c for c in candidates if os.path.isfile(c)), None)
         if ckpt is None:
-            raise ScriptError(f"-r {resume}: no model.ckpt or checkpoints/last.ckpt in this folder")
+            raise su.ScriptError(f"-r {resume}: no model.ckpt or checkpoints/last.ckpt in this folder")
     elif os.path.isfile(resume):
         ckpt = resume
         folder = os.path.dirname(os.path.abspath(resume))
         if os.path.basename(folder) == "checkpoints":
             folder = os.path.dirname(folder)
     else:
-        raise ScriptError(f"-r {resume}: no such checkpoint or log dir; download released models with "
-                          f"bash scripts/download_models.sh")
+        raise su.ScriptError(f"-r {resume}: no such checkpoint or log dir; download released models with "
+                             f"bash scripts/download_models.sh")
     if configs:
         return ckpt, configs, folder
     found = sorted(glob.glob(os.path.join(folder, "config.yaml"))) or \
         sorted(glob.glob(os.path.join(folder, "configs", "*.yaml")))
     if not found:
-        raise ScriptError(f"no config.yaml or configs/*.yaml next to {ckpt}; pass --config")
+        raise su.ScriptError(f"no config.yaml or configs/*.yaml next to {ckpt}; pass --config")
     return ckpt, found, folder
 
 
@@ -104,7 +89,7 @@ def conditioning(model, labels: torch.Tensor | None, scale: float):
         try:
             uc = model.get_unconditional_conditioning(labels.shape[0])
         except (ValueError, NotImplementedError) as err:
-            raise ScriptError(f"--scale {scale} needs a null class ({err})") from err
+            raise su.ScriptError(f"--scale {scale} needs a null class ({err})") from err
     return c, uc
 
 
@@ -113,12 +98,12 @@ def class_labels(model, opt, start: int, n: int, rng: torch.Generator) -> torch.
         return None
     n_classes = getattr(model.cond_stage_model, "n_classes", None)
     if n_classes is None:
-        raise ScriptError(f"{type(model.cond_stage_model).__name__} conditioning is not supported here: "
-                          "this script samples unconditional and class-conditional models")
+        raise su.ScriptError(f"{type(model.cond_stage_model).__name__} conditioning is not supported here: "
+                             "this script samples unconditional and class-conditional models")
     if opt.classes:
         bad = [c for c in opt.classes if not 0 <= c < n_classes]
         if bad:
-            raise ScriptError(f"--classes {bad} outside [0, {n_classes})")
+            raise su.ScriptError(f"--classes {bad} outside [0, {n_classes})")
         labels = [opt.classes[(start + i) % len(opt.classes)] for i in range(n)]
         return torch.tensor(labels, device=model.device)
     null = getattr(model.cond_stage_model, "null_class", None)
@@ -129,23 +114,23 @@ def class_labels(model, opt, start: int, n: int, rng: torch.Generator) -> torch.
 def main(argv=None) -> list[Path]:
     opt = build_parser().parse_args(argv)
     if opt.n_samples < 1 or opt.batch_size < 1 or opt.custom_steps < 1:
-        raise ScriptError("-n, --batch_size and -c must be at least 1")
+        raise su.ScriptError("-n, --batch_size and -c must be at least 1")
     if opt.eta < 0:
-        raise ScriptError(f"--eta must be >= 0, got {opt.eta}")
+        raise su.ScriptError(f"--eta must be >= 0, got {opt.eta}")
     ckpt, configs, folder = resolve(opt.resume, opt.config)
-    device = pick_device(opt.device)
-    model = load_model(load_config(configs), ckpt, device)
-    seed_everything(opt.seed)
+    device = su.pick_device(opt.device)
+    model = su.load_model(su.load_config(configs), ckpt, device)
+    su.seed_everything(opt.seed)
     base = folder if opt.logdir == "none" else os.path.join(opt.logdir, os.path.basename(folder))
     now = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
     logdir = Path(base) / "samples" / f"{model.global_step_from_ckpt:08}" / now
-    images_dir = NumberedFolder(logdir / "img", prefix="sample_", digits=6)
-    sampler = None if opt.vanilla_sample else make_sampler(model, opt.sampler)
+    images_dir = su.NumberedFolder(logdir / "img", prefix="sample_", digits=6)
+    sampler = None if opt.vanilla_sample else su.make_sampler(model, opt.sampler)
     shape = (model.channels, model.image_size, model.image_size)
     rng = torch.Generator().manual_seed(opt.seed)
 
     written, arrays = [], []
-    with torch.no_grad(), ema_scope(model):
+    with torch.no_grad(), su.ema_scope(model):
         for start in trange(0, opt.n_samples, opt.batch_size, desc="Sampling batches"):
             n = min(opt.batch_size, opt.n_samples - start)
             labels = class_labels(model, opt, start, n, rng)
@@ -156,20 +141,20 @@ def main(argv=None) -> list[Path]:
                 z, _ = sampler.sample(S=opt.custom_steps, batch_size=n, shape=shape, conditioning=c, eta=opt.eta,
                                       unconditional_guidance_scale=opt.scale, unconditional_conditioning=uc,
                                       verbose=False)
-            images = to_unit_range(model.decode_first_stage(z)).cpu()
+            images = su.to_unit_range(model.decode_first_stage(z)).cpu()
             written += [images_dir.save(img) for img in images]
             arrays.append(to_uint8(images, (0.0, 1.0)))
     all_images = np.concatenate(arrays, axis=0)
-    npz = unique_path(logdir / "numpy" / f"{'x'.join(map(str, all_images.shape))}-samples.npz")
+    npz = su.unique_path(logdir / "numpy" / f"{'x'.join(map(str, all_images.shape))}-samples.npz")
     npz.parent.mkdir(parents=True, exist_ok=True)
     np.savez(npz, all_images)
     written.append(npz)
     if not opt.skip_grid:
         first = torch.from_numpy(all_images[:GRID_MAX]).permute(0, 3, 1, 2).float() / 255.0
-        written.append(save_grid(first, logdir, nrow=int(math.ceil(math.sqrt(first.shape[0])))))
+        written.append(su.save_grid(first, logdir, nrow=int(math.ceil(math.sqrt(first.shape[0])))))
     print(f"{len(all_images)} samples in {logdir}")
     return written
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main))
+    sys.exit(su.run_script(main))

@@ -21,54 +21,32 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ldm.sampling_utils import (  # noqa: E402
-    ArgumentParser,
-    NumberedFolder,
-    ScriptError,
-    add_model_args,
-    add_output_args,
-    add_sampling_args,
-    check_image_size,
-    check_steps_and_eta,
-    ema_scope,
-    first_stage_factor,
-    latent_multiple,
-    load_config,
-    load_model,
-    make_sampler,
-    pick_device,
-    precision_scope,
-    run_script,
-    sampler_name,
-    save_grid,
-    seed_everything,
-    to_unit_range,
-)
+from ldm import sampling_utils as su  # noqa: E402
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> su.ArgumentParser:
+    p = su.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--label-map", dest="label_map", required=True, help="PNG of class indices")
     p.add_argument("--n_samples", type=int, default=4, help="samples of the label map")
-    add_output_args(p, "outputs/semantic-synthesis-samples")
-    add_sampling_args(p, steps=100, eta=1.0, scale=None)
-    add_model_args(p, "models/ldm/semantic_synthesis256/config.yaml", "models/ldm/semantic_synthesis256/model.ckpt")
+    su.add_output_args(p, "outputs/semantic-synthesis-samples")
+    su.add_sampling_args(p, steps=100, eta=1.0, scale=None)
+    su.add_model_args(p, "models/ldm/semantic_synthesis256/config.yaml", "models/ldm/semantic_synthesis256/model.ckpt")
     return p
 
 
 def read_label_map(path: str, n_labels: int) -> torch.Tensor:
     """One-hot [1, n_labels, H, W] float from a PNG of class indices."""
     if not os.path.isfile(path):
-        raise ScriptError(f"label map {path} not found")
+        raise su.ScriptError(f"label map {path} not found")
     try:
         image = Image.open(path)
     except OSError as err:
-        raise ScriptError(f"{path} is not a readable image ({err})") from err
+        raise su.ScriptError(f"{path} is not a readable image ({err})") from err
     if image.mode not in ("L", "P", "I", "I;16"):
-        raise ScriptError(f"label map {path} has mode {image.mode}; expected one class index per pixel (L or P)")
+        raise su.ScriptError(f"label map {path} has mode {image.mode}; expected one class index per pixel (L or P)")
     labels = np.asarray(image).astype(np.int64)
     if labels.max() >= n_labels:
-        raise ScriptError(f"label map {path} has class {labels.max()}, but the model knows {n_labels} classes")
+        raise su.ScriptError(f"label map {path} has class {labels.max()}, but the model knows {n_labels} classes")
     onehot = torch.nn.functional.one_hot(torch.from_numpy(labels), n_labels)
     return onehot.permute(2, 0, 1)[None].float()
 
@@ -85,38 +63,28 @@ def number_of_classes(model) -> int:
 
 def main(argv=None) -> list[Path]:
     opt = build_parser().parse_args(argv)
-    opt.scale = 1.0
-    name = sampler_name(opt)
-    check_steps_and_eta(opt, name)
-    if opt.n_samples < 1:
-        raise ScriptError("--n_samples must be at least 1")
-    device = pick_device(opt.device)
-    model = load_model(load_config(opt.config), opt.ckpt, device)
+    name, device, model = su.load_unguided(opt)
     if model.cond_stage_key != "segmentation" or getattr(model.model, "conditioning_key", None) != "concat":
-        raise ScriptError(f"{opt.config} is not a semantic synthesis model (concat of 'segmentation')")
+        raise su.ScriptError(f"{opt.config} is not a semantic synthesis model (concat of 'segmentation')")
     n_labels = number_of_classes(model)
     seg = read_label_map(opt.label_map, n_labels).to(device)
-    f = first_stage_factor(model)
-    check_image_size(seg.shape[2], seg.shape[3], f, latent_multiple(model), "the label map size")
-    seed_everything(opt.seed)
-    sampler = make_sampler(model, name)
-    samples_dir = NumberedFolder(Path(opt.outdir) / "samples")
-    with torch.no_grad(), precision_scope(opt.precision, device), ema_scope(model):
+    f = su.first_stage_factor(model)
+    su.check_image_size(seg.shape[2], seg.shape[3], f, su.latent_multiple(model), "the label map size")
+    su.seed_everything(opt.seed)
+    sampler = su.make_sampler(model, name)
+    samples_dir = su.NumberedFolder(Path(opt.outdir) / "samples")
+    with torch.no_grad(), su.precision_scope(opt.precision, device), su.ema_scope(model):
         n = opt.n_samples
         c = model.get_learned_conditioning(seg.expand(n, -1, -1, -1))
         shape = (model.channels, seg.shape[2] // f, seg.shape[3] // f)
         if tuple(c.shape[-2:]) != shape[1:]:
-            raise ScriptError(f"the condition encoder maps the label map to {tuple(c.shape[-2:])}, not the latent "
-                              f"size {shape[1:]}")
+            raise su.ScriptError(f"the condition encoder maps the label map to {tuple(c.shape[-2:])}, not the latent "
+                                 f"size {shape[1:]}")
         z, _ = sampler.sample(S=opt.ddim_steps, batch_size=n, shape=shape, conditioning=c, eta=opt.ddim_eta,
                               verbose=True)
-        images = to_unit_range(model.decode_first_stage(z)).cpu()
-    written = [] if opt.skip_save else [samples_dir.save(img) for img in images]
-    if not opt.skip_grid:
-        written.append(save_grid(images, opt.outdir, nrow=n))
-    print(f"Your samples are ready and waiting for you here: {opt.outdir}")
-    return written
+        images = su.to_unit_range(model.decode_first_stage(z)).cpu()
+    return su.save_samples(images, samples_dir, opt, nrow=n)
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main))
+    sys.exit(su.run_script(main))

@@ -20,32 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from ldm.sampling_utils import (  # noqa: E402
-    ArgumentParser,
-    NumberedFolder,
-    ScriptError,
-    add_model_args,
-    add_sampling_args,
-    check_steps_and_eta,
-    ema_scope,
-    first_stage_factor,
-    latent_multiple,
-    load_config,
-    load_image,
-    load_model,
-    make_sampler,
-    pick_device,
-    precision_scope,
-    run_script,
-    sampler_name,
-    save_grid,
-    seed_everything,
-    to_unit_range,
-)
+from ldm import sampling_utils as su  # noqa: E402
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> su.ArgumentParser:
+    p = su.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--input", required=True, help="the low-resolution image (any size)")
     p.add_argument("--outdir", default="outputs/superres", help="where to write the PNGs (never overwritten)")
     p.add_argument("--n_samples", type=int, default=1, help="how many upscalings to draw")
@@ -53,8 +32,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--patch_size", type=int, default=128,
                    help="latent patch size for patch-wise sampling of large inputs (0: never)")
     p.add_argument("--patch_stride", type=int, default=64, help="latent stride between patches")
-    add_sampling_args(p, steps=100, eta=1.0, scale=None)
-    add_model_args(p, "models/ldm/bsr_sr/config.yaml", "models/ldm/bsr_sr/model.ckpt")
+    su.add_sampling_args(p, steps=100, eta=1.0, scale=None)
+    su.add_model_args(p, "models/ldm/bsr_sr/config.yaml", "models/ldm/bsr_sr/model.ckpt")
     return p
 
 
@@ -78,19 +57,13 @@ def patch_grid_size(size: int, ks: int, stride: int) -> int:
 
 def main(argv=None) -> list[Path]:
     opt = build_parser().parse_args(argv)
-    opt.scale = 1.0
-    name = sampler_name(opt)
-    check_steps_and_eta(opt, name)
-    if opt.n_samples < 1:
-        raise ScriptError("--n_samples must be at least 1")
-    device = pick_device(opt.device)
-    model = load_model(load_config(opt.config), opt.ckpt, device)
+    name, device, model = su.load_unguided(opt)
     if getattr(model.model, "conditioning_key", None) != "concat" or model.cond_stage_key != "LR_image":
-        raise ScriptError(f"{opt.config} is not a super-resolution model (bsr_sr layout: concat of LR_image)")
-    f, multiple = first_stage_factor(model), latent_multiple(model) // first_stage_factor(model)
-    lr = load_image(opt.input).to(device)  # [1, 3, h, w] in [-1, 1]; latent cells = LR pixels
+        raise su.ScriptError(f"{opt.config} is not a super-resolution model (bsr_sr layout: concat of LR_image)")
+    f, multiple = su.first_stage_factor(model), su.latent_multiple(model) // su.first_stage_factor(model)
+    lr = su.load_image(opt.input).to(device)  # [1, 3, h, w] in [-1, 1]; latent cells = LR pixels
     if opt.patch_size and opt.patch_size % multiple or opt.patch_stride % multiple:
-        raise ScriptError(f"--patch_size and --patch_stride must be multiples of {multiple}")
+        raise su.ScriptError(f"--patch_size and --patch_stride must be multiples of {multiple}")
     use_patches = bool(opt.patch_size) and max(lr.shape[-2:]) > opt.patch_size
     if use_patches:
         ks, stride = opt.patch_size, opt.patch_stride
@@ -102,25 +75,25 @@ def main(argv=None) -> list[Path]:
                                     "clip_min_weight": 0.01, "clip_max_tie_weight": 0.5, "clip_min_tie_weight": 0.01}
     else:
         c, (h, w) = pad_to(lr, multiple)
-    seed_everything(opt.seed)
-    sampler = make_sampler(model, name)
-    out = NumberedFolder(opt.outdir)
+    su.seed_everything(opt.seed)
+    sampler = su.make_sampler(model, name)
+    out = su.NumberedFolder(opt.outdir)
     results = []
-    with torch.no_grad(), precision_scope(opt.precision, device), ema_scope(model):
+    with torch.no_grad(), su.precision_scope(opt.precision, device), su.ema_scope(model):
         for _ in range(opt.n_samples):
             cond = model.get_learned_conditioning(c)
             shape = (model.channels, *cond.shape[-2:])
             z, _ = sampler.sample(S=opt.ddim_steps, batch_size=1, shape=shape, conditioning=cond, eta=opt.ddim_eta,
                                   verbose=True)
-            image = to_unit_range(model.decode_first_stage(z))[..., : h * f, : w * f].cpu()
+            image = su.to_unit_range(model.decode_first_stage(z))[..., : h * f, : w * f].cpu()
             results.append(image)
     written = [out.save(img[0]) for img in results]
     if not opt.skip_grid:  # the input (nearest-neighbour upscaled) next to the results
-        upscaled = F.interpolate(to_unit_range(lr).cpu(), scale_factor=f, mode="nearest")
-        written.append(save_grid([upscaled] + results, opt.outdir, nrow=opt.n_samples + 1))
+        upscaled = F.interpolate(su.to_unit_range(lr).cpu(), scale_factor=f, mode="nearest")
+        written.append(su.save_grid([upscaled] + results, opt.outdir, nrow=opt.n_samples + 1))
     print(f"x{f} super-resolution of {w}x{h} -> {w * f}x{h * f} written to {opt.outdir}")
     return written
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main))
+    sys.exit(su.run_script(main))

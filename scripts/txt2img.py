@@ -18,106 +18,54 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from tqdm import tqdm, trange  # noqa: E402
 
-from ldm.sampling_utils import (  # noqa: E402
-    ArgumentParser,
-    NumberedFolder,
-    ScriptError,
-    add_model_args,
-    add_output_args,
-    add_sampling_args,
-    check_image_size,
-    check_steps_and_eta,
-    chunk,
-    ema_scope,
-    first_stage_factor,
-    latent_multiple,
-    load_config,
-    load_model,
-    make_sampler,
-    pick_device,
-    precision_scope,
-    read_prompts,
-    run_script,
-    sampler_name,
-    save_grid,
-    seed_everything,
-    to_unit_range,
-)
+from ldm import sampling_utils as su  # noqa: E402
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompt", default="a painting of a virus monster playing guitar", help="the prompt to render")
-    p.add_argument("--from-file", dest="from_file", default=None, help="read prompts from this file, one per line")
-    add_output_args(p, "outputs/txt2img-samples")
-    add_sampling_args(p, steps=50, eta=0.0, scale=7.5)
+def build_parser() -> su.ArgumentParser:
+    p = su.ArgumentParser(description=__doc__.split("\n\n")[0])
+    su.add_prompt_args(p)
+    su.add_output_args(p, "outputs/txt2img-samples")
+    su.add_sampling_args(p, steps=50, eta=0.0, scale=7.5)
     p.add_argument("--fixed_code", action="store_true", help="use the same start noise for every batch")
     p.add_argument("--n_iter", type=int, default=2, help="how many times to sample each prompt batch")
     p.add_argument("--H", type=int, default=None, help="image height in pixels (default: the training size)")
     p.add_argument("--W", type=int, default=None, help="image width in pixels (default: the training size)")
-    p.add_argument("--C", type=int, default=None, help="latent channels (default: the model's)")
-    p.add_argument("--f", type=int, default=None, help="downsampling factor (default: the first stage's)")
-    p.add_argument("--n_samples", type=int, default=3, help="batch size: samples per prompt")
-    p.add_argument("--n_rows", type=int, default=0, help="images per grid row (default: n_samples)")
-    add_model_args(p, "configs/stable-diffusion/v1-inference.yaml", "models/ldm/stable-diffusion-v1/model.ckpt")
+    su.add_latent_and_model_args(p, n_samples=3, defaults_from_model=True)
     return p
 
 
 def latent_shape(opt, model) -> tuple[int, int, int]:
     """(C, H/f, W/f) after checking --C, --f, --H, --W against the model."""
-    f = first_stage_factor(model)
-    if opt.f is not None and opt.f != f:
-        raise ScriptError(f"--f {opt.f} does not match the first stage's downsampling factor {f}")
+    f = su.check_latent_args(opt, model)
     channels = int(model.channels)
-    if opt.C is not None and opt.C != channels:
-        raise ScriptError(f"--C {opt.C} does not match the model's latent channels {channels}")
     train_size = int(model.image_size) * f
     h, w = opt.H or train_size, opt.W or train_size
-    check_image_size(h, w, f, latent_multiple(model), "--H/--W")
+    su.check_image_size(h, w, f, su.latent_multiple(model), "--H/--W")
     return channels, h // f, w // f
 
 
 def main(argv=None) -> list[Path]:
     opt = build_parser().parse_args(argv)
-    name = sampler_name(opt)
-    check_steps_and_eta(opt, name)
-    if opt.n_samples < 1 or opt.n_iter < 1:
-        raise ScriptError("--n_samples and --n_iter must be at least 1")
-    prompts = read_prompts(opt.from_file) if opt.from_file else [opt.prompt]
-    batches = [[p] * opt.n_samples for p in prompts] if not opt.from_file else list(chunk(prompts, opt.n_samples))
+    name = su.checked_sampler_name(opt)
+    batches = su.prompt_batches(opt)
 
-    device = pick_device(opt.device)
-    model = load_model(load_config(opt.config), opt.ckpt, device)
-    seed_everything(opt.seed)  # after loading: the results do not depend on weight initialization
+    device, model = su.load_model_from_args(opt)
+    su.seed_everything(opt.seed)  # after loading: the results do not depend on weight initialization
     shape = latent_shape(opt, model)
-    sampler = make_sampler(model, name)
-    outdir = Path(opt.outdir)
-    samples_dir = NumberedFolder(outdir / "samples")
+    sampler = su.make_sampler(model, name)
+    samples_dir = su.NumberedFolder(Path(opt.outdir) / "samples")
     start_code = torch.randn((opt.n_samples, *shape), device=device) if opt.fixed_code else None
 
-    written, all_samples = [], []
-    with torch.no_grad(), precision_scope(opt.precision, device), ema_scope(model):
-        for _ in trange(opt.n_iter, desc="Sampling"):
-            for batch in tqdm(batches, desc="data"):
-                n = len(batch)
-                uc = model.get_learned_conditioning(n * [""]) if opt.scale != 1.0 else None
-                c = model.get_learned_conditioning(batch)
-                samples, _ = sampler.sample(
-                    S=opt.ddim_steps, conditioning=c, batch_size=n, shape=shape, verbose=True,
-                    unconditional_guidance_scale=opt.scale, unconditional_conditioning=uc,
-                    eta=opt.ddim_eta, x_T=None if start_code is None else start_code[:n])
-                images = to_unit_range(model.decode_first_stage(samples)).cpu()
-                if not opt.skip_save:
-                    written += [samples_dir.save(img) for img in images]
-                if not opt.skip_grid:
-                    all_samples.append(images)
-    if not opt.skip_grid:
-        written.append(save_grid(all_samples, outdir, opt.n_rows or opt.n_samples))
-    print(f"Your samples are ready and waiting for you here: {outdir}")
-    return written
+    def sample_batch(c, uc, n: int) -> torch.Tensor:
+        samples, _ = sampler.sample(
+            S=opt.ddim_steps, conditioning=c, batch_size=n, shape=shape, verbose=True,
+            unconditional_guidance_scale=opt.scale, unconditional_conditioning=uc,
+            eta=opt.ddim_eta, x_T=None if start_code is None else start_code[:n])
+        return samples
+
+    return su.sample_prompt_batches(opt, model, device, batches, samples_dir, sample_batch)
 
 
 if __name__ == "__main__":
-    sys.exit(run_script(main))
+    sys.exit(su.run_script(main))

@@ -18,9 +18,10 @@ from tqdm import tqdm
 from ldm.models.diffusion.guidance import (
     Conditioning,
     GuidedModel,
-    conditioning_batch_size,
+    SampleCall,
+    Sampler,
+    initial_latent,
     model_device,
-    model_dtype,
 )
 from ldm.modules.diffusionmodules.util import (
     extract_into_tensor,
@@ -52,8 +53,9 @@ def ddim_step(x: torch.Tensor, e_t: torch.Tensor, a_t: torch.Tensor, a_prev: tor
     return x_prev, pred_x0
 
 
-class ScheduleSampler:
-    """The DDIM schedule on a subset of the model's timesteps (shared by DDIM and PLMS).
+class ScheduleSampler(Sampler):
+    """The DDIM schedule on a subset of the model's timesteps, and the sampling loop shared by
+    DDIM and PLMS (subclasses give the step: `_stepper`).
 
     Args:
         model: a LatentDiffusion-like object (`apply_model`, `alphas_cumprod`,
@@ -126,11 +128,6 @@ class ScheduleSampler:
         shape = (b,) + (1,) * (x.ndim - 1)
         return tuple(torch.full(shape, float(v), device=x.device, dtype=x.dtype) for v in values)
 
-    def _check_batch(self, conditioning: Conditioning, batch_size: int) -> None:
-        size = conditioning_batch_size(conditioning)
-        if size is not None and size != batch_size:
-            logger.warning("got %d conditionings but batch size is %d", size, batch_size)
-
     def _time_range(self, timesteps: Any, use_original_steps: bool) -> np.ndarray:
         """The timesteps to visit, descending (`timesteps` may cut the schedule short)."""
         if timesteps is None:
@@ -144,10 +141,7 @@ class ScheduleSampler:
         return np.flip(np.asarray(timesteps))
 
     def _initial(self, shape: tuple, x_T: torch.Tensor | None) -> torch.Tensor:
-        device = model_device(self.model)
-        if x_T is None:
-            return torch.randn(shape, device=device, dtype=model_dtype(self.model))
-        return x_T.to(device)
+        return initial_latent(self.model, shape, x_T)
 
     def _guided(self, unconditional_guidance_scale: float, unconditional_conditioning: Conditioning,
                 score_corrector: Any = None, corrector_kwargs: dict | None = None) -> GuidedModel:
@@ -159,40 +153,28 @@ class ScheduleSampler:
             return None
         return lambda z: self.model.first_stage_model.quantize(z)[0]
 
+    name = "DDIM"  # in the progress bar and the log
 
-class DDIMSampler(ScheduleSampler):
-    """DDIM sampling, img2img encoding (`stochastic_encode`) and decoding (`decode`)."""
-
-    @torch.no_grad()
-    def sample(self, S: int, batch_size: int, shape: tuple, conditioning: Conditioning = None,
-               callback: Callable | None = None, normals_sequence: Any = None,
-               img_callback: Callable | None = None, quantize_x0: bool = False, eta: float = 0.0,
-               mask: torch.Tensor | None = None, x0: torch.Tensor | None = None,
-               temperature: float = 1.0, noise_dropout: float = 0.0, score_corrector: Any = None,
-               corrector_kwargs: dict | None = None, verbose: bool = True,
-               x_T: torch.Tensor | None = None, log_every_t: int = 100,
-               unconditional_guidance_scale: float = 1.0,
-               unconditional_conditioning: Conditioning = None, **kwargs: Any):
-        """Sample `batch_size` latents of `shape` (C, H, W) in `S` DDIM steps.
-
-        Returns `(samples, intermediates)`, intermediates = {'x_inter': [...], 'pred_x0': [...]}
-        logged every `log_every_t` steps (entry 0 is the start noise in both lists).
-        """
-        self._check_batch(conditioning, batch_size)
-        self.make_schedule(ddim_num_steps=S, ddim_eta=eta, verbose=verbose)
-        size = (batch_size, *shape)
-        logger.debug("data shape for DDIM sampling is %s, eta %s", size, eta)
-        return self.ddim_sampling(
-            conditioning, size, callback=callback, img_callback=img_callback,
-            quantize_denoised=quantize_x0, mask=mask, x0=x0, ddim_use_original_steps=False,
-            noise_dropout=noise_dropout, temperature=temperature, score_corrector=score_corrector,
-            corrector_kwargs=corrector_kwargs, x_T=x_T, log_every_t=log_every_t,
-            unconditional_guidance_scale=unconditional_guidance_scale,
-            unconditional_conditioning=unconditional_conditioning, verbose=verbose,
+    def _sample(self, call: SampleCall, **kwargs: Any):
+        self.make_schedule(ddim_num_steps=call.S, ddim_eta=call.eta, verbose=call.verbose)
+        logger.debug("data shape for %s sampling is %s, eta %s", self.name, call.size, call.eta)
+        return self.sampling_loop(
+            call.conditioning, call.size, callback=call.callback, img_callback=call.img_callback,
+            quantize_denoised=call.quantize_x0, mask=call.mask, x0=call.x0, ddim_use_original_steps=False,
+            noise_dropout=call.noise_dropout, temperature=call.temperature,
+            score_corrector=call.score_corrector, corrector_kwargs=call.corrector_kwargs, x_T=call.x_T,
+            log_every_t=call.log_every_t, unconditional_guidance_scale=call.unconditional_guidance_scale,
+            unconditional_conditioning=call.unconditional_conditioning, verbose=call.verbose,
         )
 
+    def _stepper(self, guided: GuidedModel, cond: Conditioning, time_range: np.ndarray,
+                 use_original_steps: bool, quantize_denoised: bool, temperature: float,
+                 noise_dropout: float) -> Callable:
+        """`step(i, x, ts, index) -> (x_prev, pred_x0)` for one pass over `time_range`."""
+        raise NotImplementedError
+
     @torch.no_grad()
-    def ddim_sampling(self, cond: Conditioning, shape: tuple, x_T: torch.Tensor | None = None,
+    def sampling_loop(self, cond: Conditioning, shape: tuple, x_T: torch.Tensor | None = None,
                       ddim_use_original_steps: bool = False, callback: Callable | None = None,
                       timesteps: Any = None, quantize_denoised: bool = False,
                       mask: torch.Tensor | None = None, x0: torch.Tensor | None = None,
@@ -201,15 +183,17 @@ class DDIMSampler(ScheduleSampler):
                       score_corrector: Any = None, corrector_kwargs: dict | None = None,
                       unconditional_guidance_scale: float = 1.0,
                       unconditional_conditioning: Conditioning = None, verbose: bool = True):
-        """The DDIM loop from `x_T` (or fresh noise); `mask`/`x0` keep known regions (mask = 1)."""
+        """The sampling loop from `x_T` (or fresh noise); `mask`/`x0` keep known regions (mask = 1)."""
         img = self._initial(shape, x_T)
         b = shape[0]
         guided = self._guided(unconditional_guidance_scale, unconditional_conditioning,
                               score_corrector, corrector_kwargs)
         time_range = self._time_range(timesteps, ddim_use_original_steps)
         total_steps = time_range.shape[0]
+        step_fn = self._stepper(guided, cond, time_range, ddim_use_original_steps, quantize_denoised,
+                                temperature, noise_dropout)
         intermediates = {"x_inter": [img], "pred_x0": [img]}
-        iterator = tqdm(time_range, desc="DDIM Sampler", total=total_steps, disable=not verbose)
+        iterator = tqdm(time_range, desc=f"{self.name} Sampler", total=total_steps, disable=not verbose)
         for i, step in enumerate(iterator):
             index = total_steps - i - 1
             ts = torch.full((b,), int(step), device=img.device, dtype=torch.long)
@@ -218,8 +202,7 @@ class DDIMSampler(ScheduleSampler):
                     raise ValueError("mask needs x0 (the latent whose masked region is kept)")
                 img_orig = self.model.q_sample(x0, ts)
                 img = img_orig * mask + (1.0 - mask) * img
-            img, pred_x0 = self._p_sample(guided, img, cond, ts, index, ddim_use_original_steps,
-                                          quantize_denoised, temperature, noise_dropout)
+            img, pred_x0 = step_fn(i, img, ts, index)
             if callback:
                 callback(i)
             if img_callback:
@@ -228,6 +211,20 @@ class DDIMSampler(ScheduleSampler):
                 intermediates["x_inter"].append(img)
                 intermediates["pred_x0"].append(pred_x0)
         return img, intermediates
+
+
+class DDIMSampler(ScheduleSampler):
+    """DDIM sampling, img2img encoding (`stochastic_encode`) and decoding (`decode`)."""
+
+    ddim_sampling = ScheduleSampler.sampling_loop  # the original name of the loop
+
+    def _stepper(self, guided: GuidedModel, cond: Conditioning, time_range: np.ndarray,
+                 use_original_steps: bool, quantize_denoised: bool, temperature: float,
+                 noise_dropout: float) -> Callable:
+        def step(i: int, x: torch.Tensor, ts: torch.Tensor, index: int):
+            return self._p_sample(guided, x, cond, ts, index, use_original_steps, quantize_denoised,
+                                  temperature, noise_dropout)
+        return step
 
     def _p_sample(self, guided: GuidedModel, x: torch.Tensor, c: Conditioning, t: torch.Tensor,
                   index: int, use_original_steps: bool = False, quantize_denoised: bool = False,

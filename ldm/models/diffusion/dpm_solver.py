@@ -17,13 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ldm.models.diffusion.guidance import (
-    Conditioning,
-    GuidedModel,
-    conditioning_batch_size,
-    model_device,
-    model_dtype,
-)
+from ldm.models.diffusion.guidance import SampleCall, Sampler, initial_latent, model_device
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +172,7 @@ def sample_dpmpp_2m(x0_fn: Callable, x: torch.Tensor, timesteps: torch.Tensor, n
     return x
 
 
-class DPMSolverSampler:
+class DPMSolverSampler(Sampler):
     """DPM-Solver++(2M) with the `sample(...)` interface of the DDIM sampler.
 
     Args:
@@ -190,53 +184,30 @@ class DPMSolverSampler:
         self.model = model
         self.alphas_cumprod = model.alphas_cumprod.detach().clone().to(torch.float32).to(model_device(model))
 
-    @torch.no_grad()
-    def sample(self, S: int, batch_size: int, shape: tuple, conditioning: Conditioning = None,
-               callback: Callable | None = None, normals_sequence: Any = None,
-               img_callback: Callable | None = None, quantize_x0: bool = False, eta: float = 0.0,
-               mask: torch.Tensor | None = None, x0: torch.Tensor | None = None,
-               temperature: float = 1.0, noise_dropout: float = 0.0, score_corrector: Any = None,
-               corrector_kwargs: dict | None = None, verbose: bool = True,
-               x_T: torch.Tensor | None = None, log_every_t: int = 100,
-               unconditional_guidance_scale: float = 1.0,
-               unconditional_conditioning: Conditioning = None, skip_type: str = "time_uniform",
-               lower_order_final: bool = True, t_end: float | None = None, **kwargs: Any):
-        """Sample in `S` model evaluations; returns `(samples, intermediates)`.
+    def _check_mask(self, mask: torch.Tensor | None) -> None:
+        if mask is not None:
+            raise ValueError("DPM-Solver does not support mask/x0 blending; use DDIM or PLMS")
+
+    def _sample(self, call: SampleCall, skip_type: str = "time_uniform", lower_order_final: bool = True,
+                t_end: float | None = None, **kwargs: Any):
+        """Sample in `S` model evaluations (`sample(..., skip_type=, lower_order_final=, t_end=)`).
 
         The original returned `(samples, None)`; here intermediates are
         {'x_inter': [...], 'pred_x0': [...]} as for DDIM. eta, temperature, noise_dropout and
         quantize_x0 do not apply to this deterministic solver (as in the original).
         """
-        if mask is not None:
-            raise ValueError("DPM-Solver does not support mask/x0 blending; use DDIM or PLMS")
-        size = conditioning_batch_size(conditioning)
-        if size is not None and size != batch_size:
-            logger.warning("got %d conditionings but batch size is %d", size, batch_size)
         device = model_device(self.model)
-        if x_T is None:
-            img = torch.randn((batch_size, *shape), device=device, dtype=model_dtype(self.model))
-        else:
-            img = x_T.to(device)
+        img = initial_latent(self.model, call.size, call.x_T)
         ns = NoiseScheduleVP("discrete", alphas_cumprod=self.alphas_cumprod)
-        guided = GuidedModel(self.model, unconditional_guidance_scale, unconditional_conditioning,
-                             score_corrector, corrector_kwargs)
+        guided = call.guided(self.model)
 
         def x0_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             alpha_t, sigma_t = ns.marginal_alpha(t), ns.marginal_std(t)
-            return guided.x0(x, ns.model_time(t), conditioning, alpha_t, sigma_t)
+            return guided.x0(x, ns.model_time(t), call.conditioning, alpha_t, sigma_t)
 
         t_0 = 1.0 / ns.total_N if t_end is None else t_end
-        timesteps = time_steps(ns, skip_type, ns.T, t_0, S, device)
+        timesteps = time_steps(ns, skip_type, ns.T, t_0, call.S, device)
         intermediates = {"x_inter": [img], "pred_x0": [img]}
-
-        def on_step(i: int, x: torch.Tensor, pred_x0: torch.Tensor) -> None:
-            if callback:
-                callback(i)
-            if img_callback:
-                img_callback(pred_x0, i)
-            if (S - 1 - i) % log_every_t == 0 or i == 0:
-                intermediates["x_inter"].append(x)
-                intermediates["pred_x0"].append(pred_x0)
-
-        samples = sample_dpmpp_2m(x0_fn, img, timesteps, ns, lower_order_final, on_step, disable=not verbose)
+        on_step = call.step_logger(intermediates)
+        samples = sample_dpmpp_2m(x0_fn, img, timesteps, ns, lower_order_final, on_step, disable=not call.verbose)
         return samples.to(device), intermediates

@@ -18,10 +18,14 @@ coefficients shared by both halves of the batch, so guiding the raw output equal
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 Conditioning = torch.Tensor | list | tuple | dict | None
 PARAMETERIZATIONS = ("eps", "x0", "v")
@@ -196,3 +200,96 @@ def conditioning_batch_size(conditioning: Conditioning) -> int | None:
                 return size
         return len(conditioning) if conditioning and isinstance(conditioning[0], str) else None
     return None
+
+
+def initial_latent(model: Any, size: tuple, x_T: torch.Tensor | None) -> torch.Tensor:
+    """`x_T` on the model's device, or fresh N(0, I) noise of `size` in the model's dtype."""
+    device = model_device(model)
+    if x_T is None:
+        return torch.randn(size, device=device, dtype=model_dtype(model))
+    return x_T.to(device)
+
+
+def warn_batch_mismatch(conditioning: Conditioning, batch_size: int) -> None:
+    """Log a warning when the conditioning's batch size is not `batch_size`."""
+    size = conditioning_batch_size(conditioning)
+    if size is not None and size != batch_size:
+        logger.warning("got %d conditionings but batch size is %d", size, batch_size)
+
+
+# ---- the `sample(...)` interface every sampler shares ---------------------------------------------
+
+@dataclass
+class SampleCall:
+    """The arguments of `Sampler.sample`, with the batch shape `size` = (batch_size, *shape)."""
+
+    S: int
+    size: tuple
+    conditioning: Conditioning
+    callback: Callable | None
+    img_callback: Callable | None
+    quantize_x0: bool
+    eta: float
+    mask: torch.Tensor | None
+    x0: torch.Tensor | None
+    temperature: float
+    noise_dropout: float
+    score_corrector: Any
+    corrector_kwargs: dict | None
+    verbose: bool
+    x_T: torch.Tensor | None
+    log_every_t: int
+    unconditional_guidance_scale: float
+    unconditional_conditioning: Conditioning
+
+    def guided(self, model: Any) -> GuidedModel:
+        return GuidedModel(model, self.unconditional_guidance_scale, self.unconditional_conditioning,
+                           self.score_corrector, self.corrector_kwargs)
+
+    def step_logger(self, intermediates: dict, x_transform: Callable | None = None) -> Callable:
+        """`on_step(i, x, pred_x0)` for the solvers: callbacks, then intermediates (first step and
+        every `log_every_t`-th step counted from the end); `x_transform(i, x)` rescales x to log."""
+        def on_step(i: int, x: torch.Tensor, pred_x0: torch.Tensor) -> None:
+            if self.callback:
+                self.callback(i)
+            if self.img_callback:
+                self.img_callback(pred_x0, i)
+            if (self.S - 1 - i) % self.log_every_t == 0 or i == 0:
+                intermediates["x_inter"].append(x if x_transform is None else x_transform(i, x))
+                intermediates["pred_x0"].append(pred_x0)
+        return on_step
+
+
+class Sampler:
+    """Base of the samplers: the original `sample(...)` interface, implemented by `_sample`."""
+
+    model: Any
+
+    def _check_mask(self, mask: torch.Tensor | None) -> None:
+        """Raise if this sampler cannot blend a known region (`mask`/`x0`)."""
+
+    def _sample(self, call: SampleCall, **kwargs: Any) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, S: int, batch_size: int, shape: tuple, conditioning: Conditioning = None,
+               callback: Callable | None = None, normals_sequence: Any = None,
+               img_callback: Callable | None = None, quantize_x0: bool = False, eta: float = 0.0,
+               mask: torch.Tensor | None = None, x0: torch.Tensor | None = None,
+               temperature: float = 1.0, noise_dropout: float = 0.0, score_corrector: Any = None,
+               corrector_kwargs: dict | None = None, verbose: bool = True,
+               x_T: torch.Tensor | None = None, log_every_t: int = 100,
+               unconditional_guidance_scale: float = 1.0,
+               unconditional_conditioning: Conditioning = None, **kwargs: Any):
+        """Sample `batch_size` latents of `shape` (C, H, W) in `S` steps.
+
+        Returns `(samples, intermediates)`, intermediates = {'x_inter': [...], 'pred_x0': [...]}
+        logged every `log_every_t` steps (entry 0 is the start noise in both lists). Options
+        particular to a sampler (see its `_sample`) go through `kwargs`; others are ignored.
+        """
+        self._check_mask(mask)
+        warn_batch_mismatch(conditioning, batch_size)
+        call = SampleCall(S, (batch_size, *shape), conditioning, callback, img_callback, quantize_x0, eta,
+                          mask, x0, temperature, noise_dropout, score_corrector, corrector_kwargs, verbose,
+                          x_T, log_every_t, unconditional_guidance_scale, unconditional_conditioning)
+        return self._sample(call, **kwargs)

@@ -22,13 +22,7 @@ from ldm.models.diffusion.dpm_solver import (
     dpmpp_first_order_update,
     interpolate_piecewise_linear,
 )
-from ldm.models.diffusion.guidance import (
-    Conditioning,
-    GuidedModel,
-    conditioning_batch_size,
-    model_device,
-    model_dtype,
-)
+from ldm.models.diffusion.guidance import Conditioning, GuidedModel, SampleCall, Sampler, initial_latent, model_device
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +129,7 @@ def sample_dpmpp_2m_sigmas(denoise: Callable, x: torch.Tensor, sigmas: list[floa
 
 # ---- the sampler class -------------------------------------------------------------------------
 
-class KDiffusionSampler:
+class KDiffusionSampler(Sampler):
     """Sigma-space samplers with the DDIM `sample(...)` interface.
 
     Args:
@@ -174,50 +168,26 @@ class KDiffusionSampler:
             return x0
         return denoise
 
-    @torch.no_grad()
-    def sample(self, S: int, batch_size: int, shape: tuple, conditioning: Conditioning = None,
-               callback: Callable | None = None, normals_sequence: Any = None,
-               img_callback: Callable | None = None, quantize_x0: bool = False, eta: float = 0.0,
-               mask: torch.Tensor | None = None, x0: torch.Tensor | None = None,
-               temperature: float = 1.0, noise_dropout: float = 0.0, score_corrector: Any = None,
-               corrector_kwargs: dict | None = None, verbose: bool = True,
-               x_T: torch.Tensor | None = None, log_every_t: int = 100,
-               unconditional_guidance_scale: float = 1.0,
-               unconditional_conditioning: Conditioning = None, ancestral_eta: float = 1.0,
-               **kwargs: Any):
+    def _check_mask(self, mask: torch.Tensor | None) -> None:
+        if mask is not None:
+            raise ValueError(f"{self.method} does not support mask/x0 blending; use DDIM or PLMS")
+
+    def _sample(self, call: SampleCall, ancestral_eta: float = 1.0, **kwargs: Any):
         """Sample in `S` model evaluations; returns `(samples, intermediates)` in VP scale.
 
         `eta` (DDIM's) is ignored; Euler-ancestral's noise amount is `ancestral_eta` (0 gives
-        plain Euler on the probability-flow ODE).
+        plain Euler on the probability-flow ODE; `sample(..., ancestral_eta=)`).
         """
-        if mask is not None:
-            raise ValueError(f"{self.method} does not support mask/x0 blending; use DDIM or PLMS")
-        size = conditioning_batch_size(conditioning)
-        if size is not None and size != batch_size:
-            logger.warning("got %d conditionings but batch size is %d", size, batch_size)
-        device = model_device(self.model)
-        if x_T is None:
-            x_T = torch.randn((batch_size, *shape), device=device, dtype=model_dtype(self.model))
-        sigmas = self.sigmas(S)
-        guided = GuidedModel(self.model, unconditional_guidance_scale, unconditional_conditioning,
-                             score_corrector, corrector_kwargs)
-        denoise = self._denoiser(guided, conditioning)
+        x_T = initial_latent(self.model, call.size, call.x_T)
+        sigmas = self.sigmas(call.S)
+        denoise = self._denoiser(call.guided(self.model), call.conditioning)
         intermediates = {"x_inter": [x_T], "pred_x0": [x_T]}
-
-        def on_step(i: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
-            if callback:
-                callback(i)
-            if img_callback:
-                img_callback(denoised, i)
-            if (S - 1 - i) % log_every_t == 0 or i == 0:
-                intermediates["x_inter"].append(x / math.sqrt(1 + sigmas[i + 1] ** 2))
-                intermediates["pred_x0"].append(denoised)
-
-        x = x_T.to(device) * math.sqrt(1 + sigmas[0] ** 2)
+        on_step = call.step_logger(intermediates, lambda i, x: x / math.sqrt(1 + sigmas[i + 1] ** 2))
+        x = x_T * math.sqrt(1 + sigmas[0] ** 2)
         if self.method == "euler_ancestral":
-            x = sample_euler_ancestral(denoise, x, sigmas, ancestral_eta, callback=on_step, disable=not verbose)
+            x = sample_euler_ancestral(denoise, x, sigmas, ancestral_eta, callback=on_step, disable=not call.verbose)
         else:
-            x = sample_dpmpp_2m_sigmas(denoise, x, sigmas, callback=on_step, disable=not verbose)
+            x = sample_dpmpp_2m_sigmas(denoise, x, sigmas, callback=on_step, disable=not call.verbose)
         return x, intermediates
 
 

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
-from tqdm import tqdm
 
 from ldm.models.diffusion.ddim import ScheduleSampler, ddim_step
 from ldm.models.diffusion.guidance import Conditioning, GuidedModel
@@ -46,73 +46,25 @@ class PLMSSampler(ScheduleSampler):
             raise ValueError("ddim_eta must be 0 for PLMS")
         super().make_schedule(ddim_num_steps, ddim_discretize, ddim_eta, verbose)
 
-    @torch.no_grad()
-    def sample(self, S: int, batch_size: int, shape: tuple, conditioning: Conditioning = None,
-               callback: Callable | None = None, normals_sequence: Any = None,
-               img_callback: Callable | None = None, quantize_x0: bool = False, eta: float = 0.0,
-               mask: torch.Tensor | None = None, x0: torch.Tensor | None = None,
-               temperature: float = 1.0, noise_dropout: float = 0.0, score_corrector: Any = None,
-               corrector_kwargs: dict | None = None, verbose: bool = True,
-               x_T: torch.Tensor | None = None, log_every_t: int = 100,
-               unconditional_guidance_scale: float = 1.0,
-               unconditional_conditioning: Conditioning = None, **kwargs: Any):
-        """Sample `batch_size` latents of `shape` (C, H, W) in `S` PLMS steps: (samples, intermediates)."""
-        self._check_batch(conditioning, batch_size)
-        self.make_schedule(ddim_num_steps=S, ddim_eta=eta, verbose=verbose)
-        size = (batch_size, *shape)
-        return self.plms_sampling(
-            conditioning, size, callback=callback, img_callback=img_callback,
-            quantize_denoised=quantize_x0, mask=mask, x0=x0, ddim_use_original_steps=False,
-            noise_dropout=noise_dropout, temperature=temperature, score_corrector=score_corrector,
-            corrector_kwargs=corrector_kwargs, x_T=x_T, log_every_t=log_every_t,
-            unconditional_guidance_scale=unconditional_guidance_scale,
-            unconditional_conditioning=unconditional_conditioning, verbose=verbose,
-        )
+    name = "PLMS"
+    plms_sampling = ScheduleSampler.sampling_loop  # the original name of the loop
 
-    @torch.no_grad()
-    def plms_sampling(self, cond: Conditioning, shape: tuple, x_T: torch.Tensor | None = None,
-                      ddim_use_original_steps: bool = False, callback: Callable | None = None,
-                      timesteps: Any = None, quantize_denoised: bool = False,
-                      mask: torch.Tensor | None = None, x0: torch.Tensor | None = None,
-                      img_callback: Callable | None = None, log_every_t: int = 100,
-                      temperature: float = 1.0, noise_dropout: float = 0.0,
-                      score_corrector: Any = None, corrector_kwargs: dict | None = None,
-                      unconditional_guidance_scale: float = 1.0,
-                      unconditional_conditioning: Conditioning = None, verbose: bool = True):
-        """The PLMS loop; same arguments and intermediates as `DDIMSampler.ddim_sampling`."""
-        img = self._initial(shape, x_T)
-        b = shape[0]
-        guided = self._guided(unconditional_guidance_scale, unconditional_conditioning,
-                              score_corrector, corrector_kwargs)
-        time_range = self._time_range(timesteps, ddim_use_original_steps)
-        total_steps = time_range.shape[0]
-        intermediates = {"x_inter": [img], "pred_x0": [img]}
+    def _stepper(self, guided: GuidedModel, cond: Conditioning, time_range: np.ndarray,
+                 use_original_steps: bool, quantize_denoised: bool, temperature: float,
+                 noise_dropout: float) -> Callable:
         old_eps: list[torch.Tensor] = []
-        iterator = tqdm(time_range, desc="PLMS Sampler", total=total_steps, disable=not verbose)
-        for i, step in enumerate(iterator):
-            index = total_steps - i - 1
-            ts = torch.full((b,), int(step), device=img.device, dtype=torch.long)
+        total_steps = time_range.shape[0]
+
+        def step(i: int, x: torch.Tensor, ts: torch.Tensor, index: int):
             next_step = time_range[min(i + 1, total_steps - 1)]  # the last step re-uses t
-            ts_next = torch.full((b,), int(next_step), device=img.device, dtype=torch.long)
-            if mask is not None:
-                if x0 is None:
-                    raise ValueError("mask needs x0 (the latent whose masked region is kept)")
-                img_orig = self.model.q_sample(x0, ts)
-                img = img_orig * mask + (1.0 - mask) * img
-            img, pred_x0, e_t = self._p_sample(
-                guided, img, cond, ts, index, old_eps, ts_next, ddim_use_original_steps,
-                quantize_denoised, temperature, noise_dropout)
+            ts_next = torch.full((x.shape[0],), int(next_step), device=x.device, dtype=torch.long)
+            x_prev, pred_x0, e_t = self._p_sample(guided, x, cond, ts, index, old_eps, ts_next, use_original_steps,
+                                                  quantize_denoised, temperature, noise_dropout)
             old_eps.append(e_t)
             if len(old_eps) >= 4:
                 old_eps.pop(0)
-            if callback:
-                callback(i)
-            if img_callback:
-                img_callback(pred_x0, i)
-            if index % log_every_t == 0 or index == total_steps - 1:
-                intermediates["x_inter"].append(img)
-                intermediates["pred_x0"].append(pred_x0)
-        return img, intermediates
+            return x_prev, pred_x0
+        return step
 
     def _p_sample(self, guided: GuidedModel, x: torch.Tensor, c: Conditioning, t: torch.Tensor,
                   index: int, old_eps: list[torch.Tensor], t_next: torch.Tensor,
