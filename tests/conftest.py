@@ -26,6 +26,13 @@ def _missing_reference(what: str) -> None:
     pytest.skip(message)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under LDM_REQUIRE_REFERENCE=1 a missing reference folder stops the run at once: tests
+    parametrized over its files would otherwise collect nothing and pass silently."""
+    if os.environ.get("LDM_REQUIRE_REFERENCE") == "1" and not REFERENCE_DIR.is_dir():
+        raise pytest.UsageError(f"reference data not found: {REFERENCE_DIR} (LDM_REQUIRE_REFERENCE=1)")
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
