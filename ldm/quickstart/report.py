@@ -97,7 +97,9 @@ def render_markdown(results: Mapping[str, Any], grid_name: str | None = None,
     setup, ae, ldm = r.get("setup", {}), r.get("autoencoder", {}), r.get("diffusion", {})
     lines = ["# Quickstart report", ""]
     lines += [f"Mode: **{r.get('mode', 'full')}** · device: {setup.get('device', '?')} · "
-              f"{setup.get('cpu_count', '?')} CPU cores · torch {setup.get('torch', '?')} · "
+              f"{setup.get('cpu_count', '?')} CPU cores ({setup.get('torch_threads', '?')} torch thread(s) per "
+              f"process; {setup.get('cores_busy_at_start', '?')} cores busy with other work at start) · "
+              f"torch {setup.get('torch', '?')} · "
               f"finished {r.get('finished', '?')}", ""]
     lines += ["## Timings", "", "| stage | seconds |", "| --- | --- |"]
     for stage, seconds in r.get("timings", {}).items():
