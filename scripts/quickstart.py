@@ -37,17 +37,19 @@ sys.path.insert(0, str(ROOT))
 
 logger = logging.getLogger("quickstart")
 
-# Settings of the full run (about 16 minutes on 2 CPU cores, see docs/quickstart.md: the training
-# budgets take 14 of them) and of the tiny smoke run. Step counts are caps: each training also
-# stops at its time budget (`lightning.trainer.max_time`), so a slow machine does fewer steps.
-# AE steps count both GAN optimizers (Lightning's global_step): 2400 = 1200 autoencoder updates.
+# Settings of the full run (about 19 minutes on 2 CPU cores, see docs/quickstart.md: the training
+# budgets take 16 of them) and of the tiny smoke run. Step counts are caps: each training also
+# stops at its time budget (`lightning.trainer.max_time`), so a slow machine does fewer steps and
+# a GPU reaches the caps in a few minutes.
+# AE steps count both GAN optimizers (Lightning's global_step): 8000 = 4000 autoencoder updates.
 SETTINGS = {
-    "full": dict(ae_steps=2400, ae_minutes=5.5, ldm_steps=4000, ldm_minutes=8.5, batch_size=None,
+    "full": dict(ae_steps=8000, ae_minutes=6.0, ldm_steps=10000, ldm_minutes=10.0, batch_size=None,
                  n_eval=256, sample_steps=25, guidance_scale=3.0, feature_steps=400, n_inpaint=64),
     "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
                  n_eval=16, sample_steps=3, guidance_scale=3.0, feature_steps=4, n_inpaint=8),
 }
-IMAGE_SIZE, MAX_OBJECTS = 32, 2  # must match configs/quickstart/*.yaml
+
+AE_CONFIG, LDM_CONFIG = "configs/quickstart/autoencoder.yaml", "configs/quickstart/txt2img.yaml"
 
 
 class Progress:
@@ -234,19 +236,22 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__, "python": platform.python_version()}}
 
     with progress.stage("train the autoencoder (configs/quickstart/autoencoder.yaml)"):
-        ae_ckpt = train_stage(args.python, "configs/quickstart/autoencoder.yaml", "autoencoder", outdir / "logs",
+        ae_ckpt = train_stage(args.python, AE_CONFIG, "autoencoder", outdir / "logs",
                               cfg["ae_steps"], cfg["ae_minutes"], cfg["batch_size"], [], console / "autoencoder.log",
                               args.tiny)
 
     with progress.stage("train the text-to-image LDM (configs/quickstart/txt2img.yaml)"):
         extra = [f"model.params.first_stage_config.params.ckpt_path={ae_ckpt}",
                  f"model.params.cond_stage_config.params.tokenizer_version={bert_vocab_dir()}"]
-        ldm_ckpt = train_stage(args.python, "configs/quickstart/txt2img.yaml", "txt2img", outdir / "logs",
+        ldm_ckpt = train_stage(args.python, LDM_CONFIG, "txt2img", outdir / "logs",
                                cfg["ldm_steps"], cfg["ldm_minutes"], cfg["batch_size"], extra,
                                console / "txt2img.log", args.tiny)
         ldm_run = newest_run(outdir / "logs", "txt2img")
 
-    real, captions, val_set = evaluation.validation_scenes(IMAGE_SIZE, cfg["n_eval"], MAX_OBJECTS)
+    # evaluation draws the same kind of scenes (size, objects, backgrounds) as the LDM's training data
+    scenes = evaluation.scene_options(ROOT / LDM_CONFIG)
+    image_size = int(scenes.pop("size"))
+    real, captions, val_set = evaluation.validation_scenes(image_size, cfg["n_eval"], seed=0, **scenes)
     prompts_file = outdir / "samples" / "prompts.txt"
     prompts_file.write_text("\n".join(captions) + "\n", encoding="utf-8")
     scales = {"no guidance (scale 1)": 1.0, f"guidance scale {cfg['guidance_scale']:g}": cfg["guidance_scale"]}
@@ -278,11 +283,12 @@ def main(argv: list[str] | None = None) -> int:
 
         feature_ckpt = outdir / "scenes_features.pt"
         feature_metrics = train_feature_network(feature_ckpt, steps=cfg["feature_steps"],
-                                                batch_size=128 if not args.tiny else 16, size=IMAGE_SIZE)
+                                                batch_size=128 if not args.tiny else 16, size=image_size,
+                                                **scenes)
 
     with progress.stage("measure and write the report"):
         # Lightning's global_step counts the steps of both GAN optimizers: updates = global_step // 2
-        results["autoencoder"] = dict(f=4, image_shape=[3, IMAGE_SIZE, IMAGE_SIZE], steps=trained_steps(ae_ckpt) // 2,
+        results["autoencoder"] = dict(f=4, image_shape=[3, image_size, image_size], steps=trained_steps(ae_ckpt) // 2,
                                       **evaluation.autoencoder_metrics(model.first_stage_model, real))
         results["autoencoder"]["latent_shape"] = "x".join(map(str, results["autoencoder"]["latent_shape"]))
         results["diffusion"] = {

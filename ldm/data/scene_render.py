@@ -61,12 +61,12 @@ class Background:
     seed: int
 
 
-def sample_background(rng: np.random.Generator) -> Background:
-    """Random background with low saturation so that the objects' colours stand out."""
+def sample_background(rng: np.random.Generator, kinds: tuple[str, ...] = BACKGROUNDS) -> Background:
+    """Random background of one of `kinds`, with low saturation so that the objects' colours stand out."""
     def muted() -> tuple[float, float, float]:
         return colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.0, 0.18), rng.uniform(0.3, 0.92))
 
-    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    kind = kinds[int(rng.integers(len(kinds)))]
     return Background(kind, muted(), muted(), float(rng.uniform(0, 2 * math.pi)),
                       float(rng.uniform(2.0, 6.0)), int(rng.integers(2**31)))
 

@@ -38,7 +38,8 @@ from ldm.data.base import select_keys, to_float
 from ldm.data.degradations import get_degradation
 from ldm.data.layout import Annotation, ObjectsBoundingBoxConditionalBuilder
 from ldm.data.masks import MaskGenerator
-from ldm.data.scene_render import COLORS, SHAPES, Background, render_background, sample_background, shape_coverage
+from ldm.data.scene_render import (BACKGROUNDS, COLORS, SHAPES, Background, render_background, sample_background,
+                                   shape_coverage)
 from ldm.util import ConfigError
 
 RELATIONS = ("above", "below", "to the left of", "to the right of")
@@ -154,9 +155,20 @@ def _disjoint(a: Sequence[float], b: Sequence[float]) -> bool:
     return (a[2] + _GAP <= b[0] or b[2] + _GAP <= a[0] or a[3] + _GAP <= b[1] or b[3] + _GAP <= a[1])
 
 
-def sample_scene(rng: np.random.Generator, n: int, train: bool, holdout: float) -> Scene:
-    """Draw a scene of n objects with clear relations (rejection sampling of the layout)."""
-    lo, hi = (0.18, 0.28) if n == 3 else (0.22, 0.36)
+def default_object_size(n: int) -> tuple[float, float]:
+    """Range of an object's side (relative to the image) in a scene of n objects."""
+    return (0.18, 0.28) if n == 3 else (0.22, 0.36)
+
+
+def sample_scene(rng: np.random.Generator, n: int, train: bool, holdout: float,
+                 object_size: tuple[float, float] | None = None,
+                 backgrounds: tuple[str, ...] = BACKGROUNDS) -> Scene:
+    """Draw a scene of n objects with clear relations (rejection sampling of the layout).
+
+    `object_size` is the (min, max) side of an object relative to the image (default by n);
+    `backgrounds` the kinds of background to draw from.
+    """
+    lo, hi = object_size or default_object_size(n)
     for _ in range(10_000):
         labels = rng.choice(NUM_CLASSES, size=n, replace=False)
         sides = rng.uniform(lo, hi, size=n)
@@ -177,7 +189,7 @@ def sample_scene(rng: np.random.Generator, n: int, train: bool, holdout: float) 
             objects.append(SceneObject(shape, color, tuple(int(c) for c in rgb),
                                        tuple(float(v) for v in box)))
         scene = Scene(tuple(objects), tuple((i, r, j) for (i, j), r in zip(pairs, rels)),
-                      sample_background(rng))
+                      sample_background(rng, backgrounds))
         if n > 1 and holdout > 0 and caption_in_holdout(scene.caption, holdout) == train:
             continue
         return scene
@@ -214,6 +226,10 @@ class Scenes(Dataset):
         min_objects: fewest objects in a scene (1..3).
         max_objects: most objects in a scene (1..3).
         holdout_captions: fraction of multi-object captions that occur only outside train.
+        object_size: (min, max) side of an object relative to the image (default: 0.22-0.36 for
+            one or two objects, 0.18-0.28 with three); larger objects are easier at low resolution.
+        backgrounds: kinds of background drawn from (default all of `solid`, `gradient`,
+            `noise`, `stripes`).
         downscale_f: factor of the `LR_image` copy.
         degradation: how `LR_image` is made (see `ldm.data.degradations`, e.g. bicubic, bsrgan_light).
         mask_kind: `object` (the enlarged box of one object) or a `ldm.data.masks` kind.
@@ -226,7 +242,8 @@ class Scenes(Dataset):
 
     def __init__(self, size: int = 64, split: str = "train", num_samples: int | None = None,
                  seed: int = 0, min_objects: int = 1, max_objects: int = 3,
-                 holdout_captions: float = 0.1, downscale_f: int = 4, degradation: str = "bicubic",
+                 holdout_captions: float = 0.1, object_size: Sequence[float] | None = None,
+                 backgrounds: Sequence[str] | None = None, downscale_f: int = 4, degradation: str = "bicubic",
                  mask_kind: str = "object", layout_tokens: int = 1024, onehot_segmentation: bool = True,
                  supersample: int | None = None, keys: Sequence[str] | None = None,
                  key_map: Mapping[str, str] | None = None) -> None:
@@ -234,12 +251,22 @@ class Scenes(Dataset):
             raise ConfigError(f"Scenes split '{split}' unknown; use one of {', '.join(SPLITS)}")
         if not 1 <= min_objects <= max_objects <= MAX_OBJECTS:
             raise ConfigError(f"Scenes needs 1 <= min_objects <= max_objects <= {MAX_OBJECTS}")
+        if object_size is not None and not (len(object_size) == 2 and 0.05 <= object_size[0] <= object_size[1]
+                                            <= (0.45 if max_objects < 3 else 0.3)):
+            raise ConfigError(f"Scenes object_size must be [min, max] with 0.05 <= min <= max <= "
+                              f"{0.45 if max_objects < 3 else 0.3} (for max_objects={max_objects}), got {object_size}")
+        unknown = sorted(set(backgrounds or ()) - set(BACKGROUNDS))
+        if unknown or (backgrounds is not None and not backgrounds):
+            raise ConfigError(f"Scenes backgrounds must be a non-empty list of {', '.join(BACKGROUNDS)}, "
+                              f"got {list(backgrounds or [])}")
         if size % downscale_f:
             raise ConfigError(f"Scenes size {size} is not divisible by downscale_f {downscale_f}")
         self.size, self.split, self.seed = int(size), split, int(seed)
         self.num_samples = int(num_samples) if num_samples else (20_000 if split == "train" else 1_000)
         self.min_objects, self.max_objects = min_objects, max_objects
         self.holdout = float(holdout_captions)
+        self.object_size = tuple(float(v) for v in object_size) if object_size is not None else None
+        self.backgrounds = tuple(backgrounds) if backgrounds else BACKGROUNDS
         self.downscale_f = int(downscale_f)
         self.degrade = get_degradation(degradation, self.downscale_f)
         self.mask_kind = mask_kind
@@ -262,7 +289,7 @@ class Scenes(Dataset):
             raise IndexError(f"scene {i} out of range for {self.num_samples} samples")
         rng = self._rng(i, 0)
         n = int(rng.integers(self.min_objects, self.max_objects + 1))
-        return sample_scene(rng, n, self.split == "train", self.holdout)
+        return sample_scene(rng, n, self.split == "train", self.holdout, self.object_size, self.backgrounds)
 
     def _mask(self, scene: Scene, i: int) -> np.ndarray:
         rng = self._rng(i, 1)

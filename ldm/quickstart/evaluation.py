@@ -38,10 +38,25 @@ def read_pngs(paths: Sequence[str | Path]) -> np.ndarray:
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
 
 
-def validation_scenes(size: int, n: int, max_objects: int, seed: int = 0) -> tuple[np.ndarray, list[str], Scenes]:
+def scene_options(config_path: str | Path) -> dict[str, Any]:
+    """The `Scenes` arguments of a quickstart config's train data (size, max_objects,
+    object_size, backgrounds, ...), without those that select or rename what is returned, so
+    that evaluation draws the same kind of scenes as training did."""
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.load(config_path).data.params.train.get("params", {})
+    options = OmegaConf.to_container(params, resolve=True)
+    for key in ("keys", "key_map", "num_samples", "split"):
+        options.pop(key, None)
+    return options
+
+
+def validation_scenes(size: int, n: int, max_objects: int, seed: int = 0,
+                      **scene_options: Any) -> tuple[np.ndarray, list[str], Scenes]:
     """The first `n` validation scenes: uint8 images [n, size, size, 3], captions, and the data set.
-    Validation captions with several objects never occur in the train split (held out)."""
-    dataset = Scenes(size=size, split="validation", max_objects=max_objects, seed=seed)
+    Validation captions with several objects never occur in the train split (held out).
+    `scene_options` are further `Scenes` arguments (e.g. `object_size`, `backgrounds`)."""
+    dataset = Scenes(size=size, split="validation", max_objects=max_objects, seed=seed, **scene_options)
     scenes = [dataset.scene(i) for i in range(n)]
     images = np.stack([render_scene(s, size)[0] for s in scenes])
     return images, [s.caption for s in scenes], dataset

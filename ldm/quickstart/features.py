@@ -20,6 +20,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,13 +92,14 @@ def scene_targets(dataset: Scenes, indices: np.ndarray) -> tuple[Tensor, dict[st
 
 def train_feature_network(out: str | Path, steps: int = 600, batch_size: int = 128, size: int = 32,
                           max_objects: int = 3, lr: float = 2e-3, seed: int = 0,
-                          log_every: int = 100) -> dict[str, float]:
+                          log_every: int = 100, **scene_options: Any) -> dict[str, float]:
     """Train `ScenesNet` on the scenes' train split, save it to `out` (weights + settings), and
-    return its accuracies on 512 validation scenes."""
+    return its accuracies on 512 validation scenes. `scene_options` are further `Scenes`
+    arguments (`object_size`, `backgrounds`), to match the scenes it will be used on."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train = Scenes(size=size, split="train", max_objects=max_objects)
-    val = Scenes(size=size, split="validation", max_objects=max_objects)
+    train = Scenes(size=size, split="train", max_objects=max_objects, **scene_options)
+    val = Scenes(size=size, split="validation", max_objects=max_objects, **scene_options)
     net = ScenesNet(input_size=size)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)

@@ -112,3 +112,32 @@ def test_batches_through_a_dataloader():
     batch = next(iter(loader))
     assert batch["image"].shape == (4, 32, 32, 3) and len(batch["caption"]) == 4
     assert batch["class_label"].shape == (4,) and batch["coordinates_bbox"].shape == (4, 9)
+
+
+def test_object_size_and_backgrounds_options():
+    ds = Scenes(size=32, max_objects=2, num_samples=64, object_size=[0.3, 0.45], backgrounds=["solid"])
+    sides = []
+    for i in range(len(ds)):
+        scene = ds.scene(i)
+        assert scene.background.kind == "solid"
+        sides += [o.box[2] - o.box[0] for o in scene.objects]
+    assert 0.3 - 1e-9 <= min(sides) and max(sides) <= 0.45 + 1e-9
+    assert min(sides) < 0.33 and max(sides) > 0.42  # the whole range is drawn
+    assert {ds.scene(i).background.kind for i in range(64)} == {"solid"}
+    default = Scenes(size=32, max_objects=2, num_samples=64)
+    assert len({default.scene(i).background.kind for i in range(64)}) == 4
+    assert max(o.box[2] - o.box[0] for i in range(64) for o in default.scene(i).objects) <= 0.36 + 1e-9
+    # a solid background is one colour: the pixels off the objects (but for antialiased edges)
+    # equal the corner pixel
+    ex = ds[0]
+    off = ex["image"][ex["segmentation_labels"] == 0]
+    assert np.mean(np.all(np.abs(off - ex["image"][0, 0]) < 1e-6, axis=-1)) > 0.9
+    # validation captions stay held out with the options too
+    val = Scenes(size=32, split="validation", max_objects=2, num_samples=32, object_size=[0.3, 0.45])
+    assert all(caption_in_holdout(val.scene(i).caption, 0.1) for i in range(32) if val.scene(i).objects[1:])
+    with pytest.raises(ConfigError, match="backgrounds"):
+        Scenes(backgrounds=["plaid"])
+    with pytest.raises(ConfigError, match="object_size"):
+        Scenes(max_objects=3, object_size=[0.3, 0.45])
+    with pytest.raises(ConfigError, match="object_size"):
+        Scenes(max_objects=2, object_size=[0.4, 0.3])

@@ -186,13 +186,19 @@ class AdversarialTerms(nn.Module):
 
         The adaptive weight needs gradients; outside training (no grad, or no `last_layer`)
         it is 0, which is what the original's try/except amounts to. Before `disc_start` the
-        factor is 0 and the weight is not computed (it would be multiplied by 0).
+        factor is 0: the weight is not computed (it would be multiplied by 0) and g_loss, which
+        the loss multiplies by 0, is computed without a graph, so that the warm-up steps do not
+        backpropagate through the discriminator (same values and updates, less compute).
         """
-        g_loss = -torch.mean(self._logits(reconstructions, cond))
         disc_factor = adopt_weight(self.disc_factor, global_step, threshold=self.discriminator_iter_start)
+        if disc_factor == 0.0:  # warm-up: g_loss only for the log, no graph through the discriminator
+            with torch.no_grad():
+                g_loss = -torch.mean(self._logits(reconstructions, cond))
+            return g_loss, torch.zeros((), device=g_loss.device), disc_factor
+        g_loss = -torch.mean(self._logits(reconstructions, cond))
         can_grad = (last_layer is not None and torch.is_grad_enabled() and last_layer.requires_grad
                     and nll_loss.requires_grad and g_loss.requires_grad)
-        if self.disc_factor > 0.0 and disc_factor > 0.0 and can_grad:
+        if self.disc_factor > 0.0 and can_grad:
             d_weight = adaptive_weight(nll_loss, g_loss, last_layer, self.discriminator_weight)
         else:
             d_weight = torch.zeros((), device=g_loss.device)
@@ -200,11 +206,21 @@ class AdversarialTerms(nn.Module):
 
     def discriminator_terms(self, inputs: Tensor, reconstructions: Tensor, global_step: int,
                             cond: Tensor | None, split: str) -> tuple[Tensor, dict[str, Tensor]]:
-        """(d_loss, log) for the discriminator update; d_loss is 0 before `disc_start`."""
-        logits_real = self._logits(inputs.detach(), cond)
-        logits_fake = self._logits(reconstructions.detach(), cond)
+        """(d_loss, log) for the discriminator update; d_loss is 0 before `disc_start` (and then
+        costs no backward pass through the discriminator)."""
         disc_factor = adopt_weight(self.disc_factor, global_step, threshold=self.discriminator_iter_start)
-        d_loss = disc_factor * self.disc_loss(logits_real, logits_fake)
+        if disc_factor == 0.0 and torch.is_grad_enabled():
+            # warm-up: the loss is 0 * (...), so its gradients are zeros; compute the logits for
+            # the log without a graph and return a zero that reaches every parameter instead
+            with torch.no_grad():
+                logits_real = self._logits(inputs.detach(), cond)
+                logits_fake = self._logits(reconstructions.detach(), cond)
+            params = [p for p in self.discriminator.parameters() if p.requires_grad]
+            d_loss = 0.0 * sum((p.view(-1)[:1].sum() for p in params), torch.zeros((), device=inputs.device))
+        else:
+            logits_real = self._logits(inputs.detach(), cond)
+            logits_fake = self._logits(reconstructions.detach(), cond)
+            d_loss = disc_factor * self.disc_loss(logits_real, logits_fake)
         log = {f"{split}/disc_loss": d_loss.clone().detach().mean(),
                f"{split}/logits_real": logits_real.detach().mean(),
                f"{split}/logits_fake": logits_fake.detach().mean()}
