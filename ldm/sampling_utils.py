@@ -51,6 +51,7 @@ def run_script(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] 
 
     prog = prog or Path(sys.argv[0]).name
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logger.setLevel(logging.INFO)  # the scripts' closing line (where the samples are) is shown
     try:
         main(argv)
     except (ScriptError, CheckpointError, ConfigError, OSError) as err:  # OSError: e.g. a missing tokenizer
@@ -434,7 +435,7 @@ def sample_prompt_batches(opt: argparse.Namespace, model: Any, device: torch.dev
                     all_samples.append(images)
     if not opt.skip_grid:
         written.append(save_grid(all_samples, outdir, opt.n_rows or opt.n_samples))
-    print(f"Your samples are ready and waiting for you here: {outdir}")
+    logger.info("Your samples are ready and waiting for you here: %s", outdir)
     return written
 
 
@@ -445,5 +446,5 @@ def save_samples(images: torch.Tensor, samples_dir: NumberedFolder, opt: argpars
     written = [] if opt.skip_save else [samples_dir.save(img) for img in images]
     if not opt.skip_grid:
         written.append(save_grid(images, opt.outdir, nrow=nrow))
-    print(f"Your samples are ready and waiting for you here: {opt.outdir}")
+    logger.info("Your samples are ready and waiting for you here: %s", opt.outdir)
     return written

@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     metrics = train_feature_network(args.out, steps=args.steps, batch_size=args.batch_size, size=args.size,
                                     seed=args.seed)
-    print(" ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+    logger.info("validation: %s", " ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
     return 0
 
 
