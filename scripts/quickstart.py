@@ -6,16 +6,18 @@
 
 Steps (each shown with its progress and time):
 1. train a KL autoencoder (f = 4):  python main.py --base configs/quickstart/autoencoder.yaml -t
-2. train a text-to-image LDM on its latents (BERT-style transformer from scratch, cross-attention,
-   conditioning dropout):          python main.py --base configs/quickstart/txt2img.yaml -t
-3. sample held-out captions without and with classifier-free guidance:  scripts/txt2img.py
-4. inpaint held-out scenes with the text model (mask-guided DDIM)
-5. train the small feature network for FID and precision/recall (`ldm.quickstart.features`)
-6. measure (autoencoder PSNR/SSIM, judge accuracies, FID, precision/recall) and write the report.
+2. encode the LDM's training scenes once with the trained autoencoder: scripts/cache_latents.py
+3. train a text-to-image LDM on those latents (BERT-style transformer from scratch, cross-attention,
+   conditioning dropout):          python main.py --base configs/quickstart/txt2img.yaml -t \
+                                       data.params.latent_caches.train=<the cache of step 2>
+4. sample held-out captions without and with classifier-free guidance:  scripts/txt2img.py
+5. inpaint held-out scenes with the text model (mask-guided DDIM)
+6. train the small feature network for FID and precision/recall (`ldm.quickstart.features`)
+7. measure (autoencoder PSNR/SSIM, judge accuracies, FID, precision/recall) and write the report.
 
 Everything goes to --outdir (default outputs/quickstart): the two training runs under `logs/`,
-samples under `samples/`, and `report.md`, `report.json`, `samples_grid.png`. A CUDA GPU is used
-when there is one (main.py and the sampling scripts pick it).
+the latent cache under `latents/`, samples under `samples/`, and `report.md`, `report.json`,
+`samples_grid.png`. A CUDA GPU is used when there is one (main.py and the scripts pick it).
 """
 from __future__ import annotations
 
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("logs", "samples", "console"):
         (outdir / sub).mkdir(parents=True, exist_ok=True)
     console = outdir / "console"
-    progress = Progress(total=6)
+    progress = Progress(total=7)
     print(f"Quickstart ({mode}): writing to {outdir}", flush=True)
 
     from ldm.quickstart.threads import choose_threads
@@ -240,9 +242,20 @@ def main(argv: list[str] | None = None) -> int:
                               cfg["ae_steps"], cfg["ae_minutes"], cfg["batch_size"], [], console / "autoencoder.log",
                               args.tiny)
 
+    ldm_models = [f"model.params.first_stage_config.params.ckpt_path={ae_ckpt}",
+                  f"model.params.cond_stage_config.params.tokenizer_version={bert_vocab_dir()}"]
+    with progress.stage("encode the LDM's training scenes once (scripts/cache_latents.py)"):
+        # the LDM then trains on these latents instead of running the encoder at every step
+        # (measured: 0.25 -> 0.18 s per step on 2 CPU cores)
+        cache = outdir / "latents" / "train"
+        cmd = [args.python, "scripts/cache_latents.py", "--base", LDM_CONFIG, "--split", "train", "--out", str(cache),
+               "--batch-size", "256", "--dtype", "float32", *ldm_models]
+        if args.tiny:
+            cmd += ["--limit", "64"]
+        run(cmd, console / "cache_latents.log")
+
     with progress.stage("train the text-to-image LDM (configs/quickstart/txt2img.yaml)"):
-        extra = [f"model.params.first_stage_config.params.ckpt_path={ae_ckpt}",
-                 f"model.params.cond_stage_config.params.tokenizer_version={bert_vocab_dir()}"]
+        extra = [*ldm_models, f"data.params.latent_caches.train={cache}"]
         ldm_ckpt = train_stage(args.python, LDM_CONFIG, "txt2img", outdir / "logs",
                                cfg["ldm_steps"], cfg["ldm_minutes"], cfg["batch_size"], extra,
                                console / "txt2img.log", args.tiny)

@@ -2,7 +2,10 @@
 
 Released configs name it `main.DataModuleFromConfig`; the alias table in `ldm.util` maps that
 name here. Each of `train`, `validation`, `test`, `predict` is a `{target, params}` node that
-builds a map-style or iterable data set.
+builds a map-style or iterable data set. `latent_caches` maps a split to a folder written by
+`scripts/cache_latents.py` from that split: training a `LatentDiffusion` then reads the
+precomputed first-stage latents instead of encoding every batch (the config stays the same;
+one override switches it on, e.g. `data.params.latent_caches.train=cache/train`).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from ldm.data.cached_latents import CachedLatents
 from ldm.util import instantiate_from_config
 
 logger = logging.getLogger(__name__)
@@ -59,12 +63,14 @@ class DataModuleFromConfig(pl.LightningDataModule):
         shuffle_test_loader: shuffle the test loader.
         use_worker_init_fn: seed workers and split iterable data sets across them.
         shuffle_val_dataloader: shuffle the validation loader.
+        latent_caches: {split: folder of `scripts/cache_latents.py`}: these splits read
+            `ldm.data.cached_latents.CachedLatents` from the folder instead of their node.
     """
 
     def __init__(self, batch_size: int, train: Any = None, validation: Any = None, test: Any = None,
                  predict: Any = None, wrap: bool = False, num_workers: int | None = None,
                  shuffle_test_loader: bool = False, use_worker_init_fn: bool = False,
-                 shuffle_val_dataloader: bool = False):
+                 shuffle_val_dataloader: bool = False, latent_caches: dict[str, str] | None = None):
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers if num_workers is not None else batch_size * 2
@@ -75,6 +81,11 @@ class DataModuleFromConfig(pl.LightningDataModule):
         self.dataset_configs = {k: v for k, v in
                                 (("train", train), ("validation", validation), ("test", test), ("predict", predict))
                                 if v is not None}
+        self.latent_caches = dict(latent_caches or {})
+        unknown = sorted(set(self.latent_caches) - set(self.dataset_configs))
+        if unknown:
+            raise ValueError(f"data.params.latent_caches names splits without a data set config: {unknown} "
+                             f"(configured: {sorted(self.dataset_configs)})")
         self.datasets: dict[str, Any] = {}
         # Lightning only calls the loaders that exist: define them per configured split.
         for split, hook in (("train", "train_dataloader"), ("validation", "val_dataloader"),
@@ -84,15 +95,23 @@ class DataModuleFromConfig(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Build each data set once in the main process (downloads or indexing happen here)."""
-        for split, cfg in self.dataset_configs.items():
-            self.datasets[split] = instantiate_from_config(cfg, path=f"data.params.{split}")
+        for split in self.dataset_configs:
+            self.datasets[split] = self._build(split)
 
     def setup(self, stage: str | None = None) -> None:
-        for split, cfg in self.dataset_configs.items():
+        for split in self.dataset_configs:
             if split not in self.datasets:
-                self.datasets[split] = instantiate_from_config(cfg, path=f"data.params.{split}")
+                self.datasets[split] = self._build(split)
             if self.wrap and not isinstance(self.datasets[split], WrappedDataset):
                 self.datasets[split] = WrappedDataset(self.datasets[split])
+
+    def _build(self, split: str) -> Any:
+        if split not in self.latent_caches:
+            return instantiate_from_config(self.dataset_configs[split], path=f"data.params.{split}")
+        dataset = CachedLatents(self.latent_caches[split])
+        logger.info("data %s: %d cached latents from %s (instead of %s)", split, len(dataset),
+                    self.latent_caches[split], self.dataset_configs[split].get("target"))
+        return dataset
 
     def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:

@@ -32,6 +32,7 @@ from ldm.modules.diffusionmodules.model import Decoder, Encoder
 from ldm.modules.distributions.distributions import DiagonalGaussianDistribution
 from ldm.modules.ema import LitEma
 from ldm.modules.vqvae.quantize import VectorQuantizer2
+from ldm.optim import build_adam
 from ldm.util import instantiate_from_config
 
 logger = logging.getLogger(__name__)
@@ -237,8 +238,8 @@ class _GANAutoencoder(pl.LightningModule):
                                "discriminator; training needs LPIPSWithDiscriminator / VQLPIPSWithDiscriminator")
         lr_d, lr_g = self.learning_rate, self.lr_g_factor * self.learning_rate
         logger.info("lr_d %g, lr_g %g", lr_d, lr_g)
-        opt_ae = torch.optim.Adam(self._autoencoder_parameters(), lr=lr_g, betas=(0.5, 0.9))
-        opt_disc = torch.optim.Adam(self.loss.discriminator.parameters(), lr=lr_d, betas=(0.5, 0.9))
+        opt_ae = build_adam(torch.optim.Adam, self._autoencoder_parameters(), lr=lr_g, betas=(0.5, 0.9))
+        opt_disc = build_adam(torch.optim.Adam, self.loss.discriminator.parameters(), lr=lr_d, betas=(0.5, 0.9))
         if self.scheduler_config is None:
             return [opt_ae, opt_disc]
         schedule = instantiate_from_config(self.scheduler_config)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ldm.data.scene_render import BACKGROUNDS
 from ldm.data.scenes import MAX_OBJECTS, NUM_CLASSES, Scenes, render_scene
 from ldm.eval.features import FeatureExtractor, check_uint8_batch
+from ldm.optim import build_adam
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def train_feature_network(out: str | Path, steps: int = 600, batch_size: int = 1
     train = Scenes(size=size, split="train", max_objects=max_objects, **scene_options)
     val = Scenes(size=size, split="validation", max_objects=max_objects, **scene_options)
     net = ScenesNet(input_size=size)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    opt = build_adam(torch.optim.AdamW, net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     start = time.time()
     for step in range(1, steps + 1):

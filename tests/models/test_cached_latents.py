@@ -87,19 +87,27 @@ def load_script():
     return module
 
 
-def test_cache_script_and_training_on_the_cache(tmp_path):
+BLOBS = {"target": "tests.models.tiny.BlobImages", "params": {"length": 10}}
+
+
+def make_cache(tmp_path, model_cfg: dict) -> torch.nn.Module:
+    """A model from `model_cfg` and the cache of its training data (BlobImages) in tmp_path/cache."""
     torch.manual_seed(0)
-    config = {"model": model_config(), "data": {"target": "ldm.data.datamodule.DataModuleFromConfig", "params": {
-        "batch_size": 4, "train": {"target": "tests.models.tiny.BlobImages", "params": {"length": 10}}}}}
+    config = {"model": model_cfg, "data": {"target": "ldm.data.datamodule.DataModuleFromConfig", "params": {
+        "batch_size": 4, "train": BLOBS}}}
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     model = instantiate_from_config(config["model"])
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": model.state_dict()}, ckpt)
-
     script = load_script()
     assert script.main(["--base", str(config_path), "--ckpt", str(ckpt), "--out", str(tmp_path / "cache"),
                         "--batch-size", "4", "--shard-size", "6", "--dtype", "float32", "--device", "cpu"]) == 0
+    return model
+
+
+def test_cache_script_and_training_on_the_cache(tmp_path):
+    model = make_cache(tmp_path, model_config())
     index = read_index(tmp_path / "cache")
     assert index["num_samples"] == 10 and len(index["shards"]) == 2
     assert index["latent"]["kind"] == "moments" and index["latent"]["shape"] == [8, 8, 8]
@@ -132,3 +140,38 @@ def test_cache_script_and_training_on_the_cache(tmp_path):
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, DataLoader(CachedLatents(tmp_path / "cache"), batch_size=4, shuffle=True))
     assert trainer.global_step == 4 and not calls
+
+
+def test_datamodule_reads_a_latent_cache_and_scale_by_std_uses_it(tmp_path):
+    """`data.params.latent_caches.train=<cache>` swaps the train split for the cache; scale_by_std
+    estimates the same scale factor from cached moments as from the images."""
+    from ldm.data.datamodule import DataModuleFromConfig
+
+    cfg = model_config()
+    cfg["params"].update(scale_by_std=True, scale_factor=1.0)
+    model = make_cache(tmp_path, cfg)
+    data = DataModuleFromConfig(batch_size=4, train=BLOBS, num_workers=0,
+                                latent_caches={"train": str(tmp_path / "cache")})
+    data.setup("fit")
+    assert isinstance(data.datasets["train"], CachedLatents) and len(data.datasets["train"]) == 10
+    with pytest.raises(ValueError, match="latent_caches names splits without a data set config: \\['validation'\\]"):
+        DataModuleFromConfig(batch_size=4, train=BLOBS, latent_caches={"validation": str(tmp_path / "cache")})
+
+    cached = next(iter(DataLoader(CachedLatents(tmp_path / "cache"), batch_size=4)))
+    images = next(iter(DataLoader(BlobImages(length=10), batch_size=4)))
+    scales = []
+    for batch in (cached, images):
+        model.scale_factor.fill_(1.0)
+        torch.manual_seed(3)
+        model.on_train_batch_start(batch, 0)
+        scales.append(float(model.scale_factor))
+    assert scales[0] != 1.0 and scales[0] == pytest.approx(scales[1], rel=1e-5)
+
+    calls = []
+    model.first_stage_model.encoder.register_forward_hook(lambda *a: calls.append(1))
+    model.scale_factor.fill_(1.0)
+    model.learning_rate = 1e-3
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, data)
+    assert trainer.global_step == 2 and not calls and float(model.scale_factor) != 1.0

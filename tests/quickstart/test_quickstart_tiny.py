@@ -25,7 +25,8 @@ def tiny_run(tmp_path_factory):
 def test_every_artefact_appears(tiny_run):
     outdir, _ = tiny_run
     for name in ("report.md", "report.json", "samples_grid.png", "inpainting_grid.png", "scenes_features.pt",
-                 "samples/prompts.txt", "console/autoencoder.log", "console/txt2img.log"):
+                 "samples/prompts.txt", "console/autoencoder.log", "console/cache_latents.log",
+                 "console/txt2img.log", "latents/train/index.json"):
         assert (outdir / name).is_file(), name
     n_prompts = len((outdir / "samples" / "prompts.txt").read_text().splitlines())
     for scale_dir in ("scale_1", "scale_3"):
@@ -35,6 +36,8 @@ def test_every_artefact_appears(tiny_run):
         runs = list((outdir / "logs").glob(f"*_{run}"))
         assert len(runs) == 1 and (runs[0] / "checkpoints" / "last.ckpt").is_file(), run
         assert list((runs[0] / "configs").glob("*-project.yaml")), run
+    # the LDM trained on the cached latents of its training scenes, not on images
+    assert "cached latents from" in (outdir / "console" / "txt2img.log").read_text()
 
 
 def test_report_parses_and_holds_the_figures(tiny_run):
@@ -59,6 +62,6 @@ def test_report_parses_and_holds_the_figures(tiny_run):
 
 def test_progress_and_final_paths_are_printed(tiny_run):
     outdir, stdout = tiny_run
-    assert "[1/6]" in stdout and "[6/6]" in stdout
+    assert "[1/7]" in stdout and "[7/7]" in stdout
     assert f"Report:  {outdir / 'report.md'}" in stdout
     assert f"Images:  {outdir / 'samples'}" in stdout

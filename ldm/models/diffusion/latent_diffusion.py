@@ -192,8 +192,7 @@ class LatentDiffusion(DDPM):
                              "std-rescaling simultaneously)")
         value = torch.zeros((), dtype=torch.float32)
         if self._trainer_value("global_rank", 0) == 0:
-            x = DDPM.get_input(self, batch, self.first_stage_key).to(self.device)
-            z = self.get_first_stage_encoding(self.encode_first_stage(x)).detach()
+            z, _ = self._latents(batch, self.first_stage_key, None)  # images or cached latents
             value = (1.0 / z.flatten().std()).float().cpu()
         strategy = self._trainer_value("strategy", None)
         if strategy is not None and getattr(strategy, "world_size", 1) > 1:

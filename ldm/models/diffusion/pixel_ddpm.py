@@ -40,6 +40,7 @@ from ldm.models.diffusion.schedule import (
 from ldm.models.diffusion.wrapper import DiffusionWrapper
 from ldm.modules.diffusionmodules.util import extract_into_tensor
 from ldm.modules.ema import LitEma
+from ldm.optim import build_adam
 from ldm.util import count_params, default, instantiate_from_config
 
 logger = logging.getLogger(__name__)
@@ -369,7 +370,7 @@ class DDPM(pl.LightningModule):
         if lr is None:
             raise ValueError(f"{type(self).__name__}.learning_rate is not set (main.py sets it from "
                              "model.base_learning_rate)")
-        opt = torch.optim.AdamW(self.trainable_parameters(), lr=lr)
+        opt = build_adam(torch.optim.AdamW, self.trainable_parameters(), lr=lr)
         if not self.use_scheduler:
             return opt
         scheduler = instantiate_from_config(self.scheduler_config)
