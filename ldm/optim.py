@@ -30,7 +30,7 @@ def build_adam(cls: type[torch.optim.Optimizer], params: Iterable[Any], **kwargs
     `params` may be tensors or parameter groups (dicts with a "params" list). A PyTorch that
     rejects `fused=True` for these parameters gets the default implementation.
     """
-    params = list(params)
+    params = [dict(group, params=list(group["params"])) if isinstance(group, dict) else group for group in params]
     tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     if "fused" not in kwargs and "foreach" not in kwargs and fusable(tensors):
         try:

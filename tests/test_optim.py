@@ -39,9 +39,10 @@ def test_fused_on_cpu_with_the_default_updates(cls, kwargs):
 
 def test_parameter_groups_and_explicit_choices_are_kept():
     model = _model()
-    groups = [{"params": list(model[0].parameters()), "lr": 1e-3}, {"params": list(model[2].parameters())}]
+    groups = [{"params": model[0].parameters(), "lr": 1e-3}, {"params": model[2].parameters()}]  # generators
     opt = build_adam(torch.optim.AdamW, groups, lr=1e-2)
     assert opt.defaults["fused"] is True and [g["lr"] for g in opt.param_groups] == [1e-3, 1e-2]
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 2]
     opt = build_adam(torch.optim.AdamW, model.parameters(), lr=1e-2, foreach=True)
     assert not opt.defaults["fused"] and opt.defaults["foreach"] is True
 
