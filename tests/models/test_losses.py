@@ -94,17 +94,46 @@ def test_min_snr_weights_formula():
         min_snr_weights(model.alphas_cumprod, t, 0.0, "eps")
 
 
-def test_min_snr_weighting_in_p_losses():
+@pytest.mark.parametrize("offset", [0.1, 1.0])
+def test_min_snr_offset(offset):
+    """An offset clips SNR + offset, so the x0 error keeps a weight of at least `offset` at
+    high noise; 1 is the plain v loss there."""
+    model = make_ldm()
+    t = torch.tensor([0, 100, 400, 999])
+    ac = model.alphas_cumprod[t].double()
+    snr = ac / (1 - ac)
+    gamma = 5.0
+    x0_weight = torch.clamp(snr + offset, max=gamma)
+    expected = {"x0": x0_weight, "eps": x0_weight / snr, "v": x0_weight / (snr + 1)}
+    for param, ref in expected.items():
+        torch.testing.assert_close(min_snr_weights(model.alphas_cumprod, t, gamma, param, offset), ref.float())
+    v_weights = min_snr_weights(model.alphas_cumprod, t, gamma, "v", offset)
+    assert v_weights[-1] == pytest.approx(offset, rel=0.05)  # high noise: x0 weight ~ offset
+    assert v_weights[0] == pytest.approx(gamma / (snr[0] + 1).item())  # low noise: clipped
+    paper = min_snr_weights(model.alphas_cumprod, t, gamma, "v")
+    assert v_weights[-1] > 5 * paper[-1]  # the paper's form nearly ignores the last steps
+    zero_snr = torch.tensor([0.9, 0.0])
+    assert min_snr_weights(zero_snr, torch.tensor([1]), gamma, "v", offset).item() == pytest.approx(offset)
+    with pytest.raises(ValueError, match="zero-SNR"):
+        min_snr_weights(zero_snr, torch.tensor([1]), gamma, "eps", offset)
+    with pytest.raises(ValueError, match="min_snr_offset"):
+        min_snr_weights(model.alphas_cumprod, t, gamma, "v", -offset)
+    with pytest.raises(ValueError, match="min_snr_offset"):
+        make_ldm(min_snr_gamma=gamma, min_snr_offset=-offset)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_min_snr_weighting_in_p_losses(offset):
     torch.manual_seed(1)
     x0, eps = torch.randn(4, 4, 8, 8), torch.randn(4, 4, 8, 8)
     t = torch.tensor([3, 50, 300, 900])
     wrong = torch.randn(4, 4, 8, 8)
     plain = _with_model_output(make_ldm(), lambda x, tt: wrong)
-    weighted = _with_model_output(make_ldm(min_snr_gamma=5.0), lambda x, tt: wrong)
+    weighted = _with_model_output(make_ldm(min_snr_gamma=5.0, min_snr_offset=offset), lambda x, tt: wrong)
     loss_plain, dict_plain = plain.p_losses(x0, None, t, noise=eps)
     loss_w, dict_w = weighted.p_losses(x0, None, t, noise=eps)
     per_sample = ((wrong - eps) ** 2).mean(dim=(1, 2, 3))
-    w = min_snr_weights(plain.alphas_cumprod, t, 5.0, "eps")
+    w = min_snr_weights(plain.alphas_cumprod, t, 5.0, "eps", offset)
     torch.testing.assert_close(loss_plain, per_sample.mean())
     torch.testing.assert_close(loss_w, (w * per_sample).mean())
     torch.testing.assert_close(dict_w["train/loss_simple"], dict_plain["train/loss_simple"])  # logged unweighted

@@ -42,22 +42,31 @@ def diffusion_target(parameterization: str, x_start: Tensor, noise: Tensor, t: T
     raise ValueError(f"unknown parameterization '{parameterization}'; expected 'eps', 'x0' or 'v'")
 
 
-def min_snr_weights(alphas_cumprod: Tensor, t: Tensor, gamma: float, parameterization: str) -> Tensor:
+def min_snr_weights(alphas_cumprod: Tensor, t: Tensor, gamma: float, parameterization: str,
+                    offset: float = 0.0) -> Tensor:
     """Min-SNR-gamma loss weights [B] (Hang et al. 2023, "Efficient Diffusion Training via
     Min-SNR Weighting Strategy", Eq. 9 and its eps / v forms).
 
-    With SNR = abar / (1 - abar): x0 -> min(SNR, gamma); eps -> min(SNR, gamma) / SNR;
-    v -> min(SNR, gamma) / (SNR + 1). At SNR = 0 (a zero-terminal-SNR step) the eps weight is
-    its limit, 1.
+    Every objective is an x0 error times a factor (eps: SNR, v: SNR + 1); the weights rescale it
+    so that the x0 error is weighted by w = min(SNR + offset, gamma). offset = 0 is the paper;
+    offset = 1 clips Salimans & Ho's "SNR + 1" weighting (the plain v loss) and keeps a weight
+    of at least 1 at high noise, where the paper's weight (SNR -> 0) stops training the layout
+    that a sample will have. The returned factor is w for x0, w / SNR for eps (at SNR = 0, a
+    zero-terminal-SNR step, the paper's limit 1) and w / (SNR + 1) for v.
     """
     if gamma <= 0:
         raise ValueError(f"min_snr_gamma must be positive, got {gamma}")
+    if offset < 0:
+        raise ValueError(f"min_snr_offset must be non-negative, got {offset}")
     ac = alphas_cumprod.to(t.device)[t].double()
     snr = ac / (1.0 - ac)
-    clipped = torch.clamp(snr, max=gamma)
+    clipped = torch.clamp(snr + offset, max=gamma)
     if parameterization == "x0":
         weights = clipped
     elif parameterization == "eps":
+        if offset > 0 and bool((snr == 0).any()):
+            raise ValueError("min_snr_offset > 0 needs x0 to be recoverable from eps, which it is not "
+                             "at a zero-SNR step; use parameterization 'v'")
         weights = torch.where(snr > 0, clipped / snr.clamp(min=1e-30), torch.ones_like(snr))
     elif parameterization == "v":
         weights = clipped / (snr + 1.0)

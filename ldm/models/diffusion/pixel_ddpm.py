@@ -84,6 +84,8 @@ class DDPM(pl.LightningModule):
             use it with `parameterization: v`.
         min_snr_gamma: min-SNR-gamma loss weighting (Hang et al. 2023); None turns it off; 5 is
             the paper's choice.
+        min_snr_offset: weight the x0 error by min(SNR + offset, gamma); 0 is the paper, 1 keeps
+            a weight of at least 1 at high noise (see `losses.min_snr_weights`).
         offset_noise_strength: add this times a per-channel constant to the training noise
             (offset noise); 0 turns it off (0.1 is usual).
         conditioning_dropout: per batch key, the probability of replacing a condition by a null
@@ -123,6 +125,7 @@ class DDPM(pl.LightningModule):
         ema_decay: float = 0.9999,
         zero_terminal_snr: bool = False,
         min_snr_gamma: float | None = None,
+        min_snr_offset: float = 0.0,
         offset_noise_strength: float = 0.0,
         conditioning_dropout: Mapping[str, Any] | None = None,
         ucg_training: Mapping[str, Any] | None = None,
@@ -160,7 +163,10 @@ class DDPM(pl.LightningModule):
         self.original_elbo_weight = original_elbo_weight
         self.l_simple_weight = l_simple_weight
         self.loss_type = loss_type
+        if min_snr_offset < 0:
+            raise ValueError(f"min_snr_offset must be non-negative, got {min_snr_offset}")
         self.min_snr_gamma = min_snr_gamma
+        self.min_snr_offset = min_snr_offset
         self.offset_noise_strength = offset_noise_strength
         if conditioning_dropout is not None and ucg_training is not None:
             raise ValueError("give conditioning_dropout or ucg_training, not both")
@@ -289,7 +295,8 @@ class DDPM(pl.LightningModule):
         loss_simple = per_sample_loss(model_output, target, self.loss_type)
         weights = None
         if self.min_snr_gamma is not None:
-            weights = min_snr_weights(self.alphas_cumprod, t, self.min_snr_gamma, self.parameterization)
+            weights = min_snr_weights(self.alphas_cumprod, t, self.min_snr_gamma, self.parameterization,
+                                      self.min_snr_offset)
         return combine_losses(
             loss_simple, t, logvar=self.logvar, lvlb_weights=self.lvlb_weights,
             l_simple_weight=self.l_simple_weight, original_elbo_weight=self.original_elbo_weight,

