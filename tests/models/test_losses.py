@@ -120,6 +120,11 @@ def test_min_snr_offset(offset):
         min_snr_weights(model.alphas_cumprod, t, gamma, "v", -offset)
     with pytest.raises(ValueError, match="min_snr_offset"):
         make_ldm(min_snr_gamma=gamma, min_snr_offset=-offset)
+    with pytest.raises(ValueError, match="needs min_snr_gamma"):
+        make_ldm(min_snr_offset=offset)
+    with pytest.raises(ValueError, match="zero_terminal_snr"):
+        make_ldm(min_snr_gamma=gamma, min_snr_offset=offset, zero_terminal_snr=True)
+    make_ldm(min_snr_gamma=gamma, min_snr_offset=offset, zero_terminal_snr=True, parameterization="v")
 
 
 @pytest.mark.parametrize("offset", [0.0, 1.0])

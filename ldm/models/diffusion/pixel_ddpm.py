@@ -165,6 +165,11 @@ class DDPM(pl.LightningModule):
         self.loss_type = loss_type
         if min_snr_offset < 0:
             raise ValueError(f"min_snr_offset must be non-negative, got {min_snr_offset}")
+        if min_snr_offset and min_snr_gamma is None:
+            raise ValueError("min_snr_offset needs min_snr_gamma (it shifts the min-SNR weights)")
+        if min_snr_offset and zero_terminal_snr and parameterization == "eps":
+            raise ValueError("min_snr_offset with zero_terminal_snr needs parameterization v or x0: "
+                             "eps says nothing about x0 at the zero-SNR step")
         self.min_snr_gamma = min_snr_gamma
         self.min_snr_offset = min_snr_offset
         self.offset_noise_strength = offset_noise_strength
