@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     size, max_objects = options.pop("size"), options.pop("max_objects")
     train = Scenes(size=size, max_objects=max_objects, num_samples=args.train_scenes, **options)
     moments, captions = encode_scenes(model, train, size)
-    model.scale_factor = torch.tensor(1.0 / float(DiagonalGaussianDistribution(moments[:2000]).sample().std()))
+    if model.scale_by_std:  # as main.py's first batch would, from 2000 latents
+        latents = DiagonalGaussianDistribution(moments[:2000]).sample()
+        model.scale_factor = torch.tensor(1.0 / float(latents.flatten().std()))
     _, eval_captions, _ = evaluation.validation_scenes(size, args.eval_captions, max_objects, **options)
     batch_size = int(config.data.params.batch_size)
     model.learning_rate = float(config.model.base_learning_rate) * batch_size
