@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
     generator, step, train_seconds = torch.Generator().manual_seed(args.seed), 0, 0.0
     model.train()
+    progress = tqdm(total=milestones[-1], desc="training", unit="step")
     while step < milestones[-1]:
         start = time.perf_counter()
         idx = torch.randint(0, len(captions), (batch_size,), generator=generator)
@@ -130,13 +132,17 @@ def main(argv: list[str] | None = None) -> None:
         model.on_train_batch_end(None, batch, step)  # the EMA update
         step += 1
         train_seconds += time.perf_counter() - start
+        progress.update(1)
         if step in milestones:
             row = {"step": step, "train_s": round(train_seconds, 1), "overrides": args.overrides,
                    **{f"scale_{s:g}": judge_samples(model, eval_captions, s) for s in scales}}
-            print(json.dumps(row), flush=True)
+            progress.write(json.dumps(row))
             if args.out:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
+    progress.close()
+    if args.out:
+        logger.info("learning curve appended to %s", args.out)
 
 
 if __name__ == "__main__":
