@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-captions", type=int, default=256, help="held-out validation captions")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batches")
+    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32",
+                        help="training precision, as Lightning's trainer.precision (bf16-mixed: bf16 autocast)")
     parser.add_argument("--out", help="append the JSON lines to this file too")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.params.min_snr_offset=1.0")
     args = parser.parse_args(argv)
@@ -125,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         idx = torch.randint(0, len(captions), (batch_size,), generator=generator)
         batch = {"latent": moments[idx], "caption": [captions[i] for i in idx]}
-        loss, _ = model.shared_step(model.drop_conditions(batch))
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
+            loss, _ = model.shared_step(model.drop_conditions(batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         train_seconds += time.perf_counter() - start
         progress.update(1)
         if step in milestones:
-            row = {"step": step, "train_s": round(train_seconds, 1), "overrides": args.overrides,
+            row = {"step": step, "train_s": round(train_seconds, 1), "precision": args.precision,
+                   "overrides": args.overrides,
                    **{f"scale_{s:g}": judge_samples(model, eval_captions, s) for s in scales}}
             progress.write(json.dumps(row))
             if args.out:

@@ -1,7 +1,11 @@
-"""Write `last.ckpt` when training crashes, is interrupted (Ctrl-C) or receives SIGUSR1.
+"""Write `last.ckpt` when training crashes, is interrupted (Ctrl-C) or receives SIGUSR1, and
+when it ends after the last regular checkpoint.
 
 The original `main.py` called this "melk". Rank 0 writes the file directly (no collective
-barrier), because the other ranks may be gone or stuck when an exception arrives.
+barrier), because the other ranks may be gone or stuck when an exception arrives. Lightning's
+ModelCheckpoint saves after validation, so a run that reaches `max_steps` between two validations
+(e.g. 5592 steps with `val_check_interval: 1000`) would otherwise end with a `last.ckpt` from up
+to 999 steps earlier.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 class CheckpointOnInterrupt(pl.Callback):
-    """Save `<ckptdir>/last.ckpt` on an exception, on KeyboardInterrupt and on SIGUSR1.
+    """Save `<ckptdir>/last.ckpt` on an exception, on KeyboardInterrupt, on SIGUSR1 and at the end
+    of training when no checkpoint holds the final step.
 
     Args:
         ckptdir: the run's checkpoint folder.
@@ -29,16 +34,17 @@ class CheckpointOnInterrupt(pl.Callback):
         self.signum = signum
         self._requested = False
         self._previous_handler = None
+        self._saved_step: int | None = None
 
     @property
     def path(self) -> str:
         return os.path.join(self.ckptdir, "last.ckpt")
 
-    def save(self, trainer: pl.Trainer) -> None:
+    def save(self, trainer: pl.Trainer, reason: str = "Summoning checkpoint") -> None:
         """Dump the full training state and write it on rank 0."""
         if trainer.global_rank != 0:
             return
-        logger.warning("Summoning checkpoint: writing %s", self.path)
+        logger.warning("%s: writing %s", reason, self.path)
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
         trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.path)
 
@@ -51,6 +57,13 @@ class CheckpointOnInterrupt(pl.Callback):
                 self._previous_handler = signal.signal(self.signum, self._on_signal)
             except ValueError:  # not in the main thread
                 self._previous_handler = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self._saved_step = trainer.global_step  # any checkpoint written now holds this step
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step > 0 and self._saved_step != trainer.global_step and not trainer.sanity_checking:
+            self.save(trainer, reason=f"training ended at step {trainer.global_step} after the last checkpoint")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.signum and self._previous_handler is not None:

@@ -33,15 +33,26 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def _slow_cpu_sdpa_backward(*tensors: torch.Tensor) -> bool:
+    """True for bf16/fp16 CPU tensors that need gradients: PyTorch's CPU SDPA backward is 5-13x
+    slower than the math path there (8x8 UNet attention at batch 128, 1 thread: 16.5 ms vs 3.2 ms
+    for forward and backward), which made bf16-mixed training slower than float32."""
+    q = tensors[0]
+    return (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled()
+            and any(t.requires_grad for t in tensors))
+
+
 def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None,
                        mask: torch.Tensor | None = None, backend: str = DEFAULT_ATTENTION_BACKEND) -> torch.Tensor:
     """softmax(q k^T * scale) v over tensors [..., n, d]; `scale` defaults to d^-1/2.
 
     `mask` is boolean, True where a query may attend to a key, broadcastable to [..., n, m].
     The softmax runs in float32 in both backends (SDPA kernels accumulate in float32; the math
-    backend upcasts explicitly), so bf16/fp16 autocast does not lower its precision.
+    backend upcasts explicitly), so bf16/fp16 autocast does not lower its precision. "sdpa" takes
+    the math path for reduced-precision CPU tensors that need gradients (see
+    `_slow_cpu_sdpa_backward`).
     """
-    if backend == "sdpa":
+    if backend == "sdpa" and not _slow_cpu_sdpa_backward(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     check_backend(backend)
     scale = q.shape[-1] ** -0.5 if scale is None else scale

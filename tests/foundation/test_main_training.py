@@ -44,6 +44,19 @@ def test_train_layout_configs_and_resume(tmp_path):
     assert len(resumed["optimizer_states"]) == 1 and resumed["optimizer_states"][0]["state"]
 
 
+def test_last_checkpoint_holds_the_final_step_between_validations(tmp_path):
+    # 5 steps end mid-epoch (20 batches) and long before the first validation (at batch 1000):
+    # ModelCheckpoint writes nothing then, and last.ckpt must still hold step 5
+    base = write_tiny_config(tmp_path / "tiny.yaml", max_steps=5,
+                             extra={"data.params.train.params.n": 40, "lightning.trainer.val_check_interval": 1000,
+                                    "lightning.trainer.check_val_every_n_epoch": None})
+    logs = tmp_path / "logs"
+    proc = run_main(["--base", str(base), "-t", "--accelerator", "cpu", "-l", str(logs)], cwd=tmp_path)
+    ckpt = torch.load(only_run_dir(logs) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 5
+    assert "training ended at step 5 after the last checkpoint" in proc.stderr
+
+
 def test_config_error_is_one_line(tmp_path):
     base = write_tiny_config(tmp_path / "tiny.yaml", extra={"model.params.chanels": 3})
     proc = run_main(["--base", str(base), "-t", "-l", str(tmp_path / "logs")], cwd=tmp_path, check=False)

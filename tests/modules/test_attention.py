@@ -127,6 +127,28 @@ def test_math_softmax_is_float32_under_autocast(gen):
             assert close(out.float(), ref, rel=3e-2)
 
 
+def test_sdpa_backend_trains_bf16_on_cpu_through_the_math_path(gen, monkeypatch):
+    """PyTorch's CPU SDPA backward is several times slower in bf16 than the math path: "sdpa"
+    routes reduced-precision CPU tensors that need gradients there, and only those."""
+    import ldm.modules.attention as attention
+
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(a[0].dtype) or sdpa(*a, **kw))
+    q, k, v = (torch.randn(2, 3, 9, 8, generator=gen, dtype=torch.bfloat16) for _ in range(3))
+    reference = scaled_dot_product(q, k, v, backend="math")
+    q.requires_grad_(True)
+    out = scaled_dot_product(q, k, v, backend="sdpa")
+    assert calls == [] and torch.equal(out, reference)
+    out.float().sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+    with torch.no_grad():  # sampling keeps the SDPA kernel
+        scaled_dot_product(q, k, v, backend="sdpa")
+    scaled_dot_product(q.detach().float().requires_grad_(True), k.float(), v.float(), backend="sdpa")
+    assert calls == [torch.bfloat16, torch.float32]
+
+
 def _grads(module, *inputs):
     module.zero_grad()
     out = module(*inputs)
