@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32",
                         help="training precision, as Lightning's trainer.precision (bf16-mixed: bf16 autocast)")
     parser.add_argument("--out", help="append the JSON lines to this file too")
+    parser.add_argument("--save", help="write the trained model's state_dict (with EMA) here at the end")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.params.min_snr_offset=1.0")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                 with open(args.out, "a") as f:
                     f.write(json.dumps(row) + "\n")
     progress.close()
+    if args.save:
+        torch.save({"state_dict": model.state_dict(), "global_step": step}, args.save)
+        logger.info("model written to %s", args.save)
     if args.out:
         logger.info("learning curve appended to %s", args.out)
 

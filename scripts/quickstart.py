@@ -156,9 +156,10 @@ def bert_vocab_dir() -> str:
 
 
 def train_stage(python: str, config: str, name: str, logdir: Path, steps: int, minutes: float,
-                batch_size: int, extra: list[str], log_path: Path, tiny: bool) -> Path:
+                batch_size: int, precision: str, extra: list[str], log_path: Path, tiny: bool) -> Path:
     cmd = [python, "main.py", "--base", config, "-t", "--no-test", "-l", str(logdir), "-n", name,
-           f"lightning.trainer.max_steps={steps}", f"lightning.trainer.max_time={{minutes: {minutes}}}"]
+           f"lightning.trainer.max_steps={steps}", f"lightning.trainer.max_time={{minutes: {minutes}}}",
+           f"lightning.trainer.precision={precision}"]
     if batch_size is not None:  # None: the config's batch size
         cmd.append(f"data.params.batch_size={batch_size}")
     if tiny:  # validate and log images once, at the end, on one small batch
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a smoke run: few steps, small sizes (for tests)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for main.py and the scripts")
     parser.add_argument("--scale", type=float, default=None, help="guidance scale of the guided samples")
+    parser.add_argument("--precision", default="auto", choices=["auto", "32", "bf16-mixed"],
+                        help="training precision of both stages (auto: bf16-mixed on a CPU with native bf16 "
+                             "instructions, AMX or AVX512-BF16, else 32)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per process (default: all cores, or 1 when the machine is busy)")
     args = parser.parse_args(argv)
@@ -232,14 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     from ldm.quickstart.judge import score as judge_score
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    from ldm.quickstart.precision import choose_precision
+
+    precision = choose_precision(args.precision, device)
+    print(f"Training precision: {precision}", flush=True)
     results: dict = {"mode": mode, "settings": cfg, "setup": {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
         "cpu_count": os.cpu_count(), "torch_threads": threads, "cores_busy_at_start": round(busy, 2),
+        "precision": precision,
         "torch": torch.__version__, "python": platform.python_version()}}
 
     with progress.stage("train the autoencoder (configs/quickstart/autoencoder.yaml)"):
         ae_ckpt = train_stage(args.python, AE_CONFIG, "autoencoder", outdir / "logs",
-                              cfg["ae_steps"], cfg["ae_minutes"], cfg["batch_size"], [], console / "autoencoder.log",
+                              cfg["ae_steps"], cfg["ae_minutes"], cfg["batch_size"], precision, [],
+                              console / "autoencoder.log",
                               args.tiny)
 
     ldm_models = [f"model.params.first_stage_config.params.ckpt_path={ae_ckpt}",
@@ -257,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     with progress.stage("train the text-to-image LDM (configs/quickstart/txt2img.yaml)"):
         extra = [*ldm_models, f"data.params.latent_caches.train={cache}"]
         ldm_ckpt = train_stage(args.python, LDM_CONFIG, "txt2img", outdir / "logs",
-                               cfg["ldm_steps"], cfg["ldm_minutes"], cfg["batch_size"], extra,
+                               cfg["ldm_steps"], cfg["ldm_minutes"], cfg["batch_size"], precision, extra,
                                console / "txt2img.log", args.tiny)
         ldm_run = newest_run(outdir / "logs", "txt2img")
 

@@ -99,6 +99,7 @@ def render_markdown(results: Mapping[str, Any], grid_name: str | None = None,
     lines += [f"Mode: **{r.get('mode', 'full')}** · device: {setup.get('device', '?')} · "
               f"{setup.get('cpu_count', '?')} CPU cores ({setup.get('torch_threads', '?')} torch thread(s) per "
               f"process; {setup.get('cores_busy_at_start', '?')} cores busy with other work at start) · "
+              f"training precision {setup.get('precision', '32')} · "
               f"torch {setup.get('torch', '?')} · "
               f"finished {r.get('finished', '?')}", ""]
     lines += ["## Timings", "", "| stage | seconds |", "| --- | --- |"]

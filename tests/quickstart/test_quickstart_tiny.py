@@ -40,6 +40,17 @@ def test_every_artefact_appears(tiny_run):
     assert "cached latents from" in (outdir / "console" / "txt2img.log").read_text()
 
 
+def test_both_stages_train_at_the_chosen_precision(tiny_run):
+    from ldm.quickstart.precision import choose_precision
+
+    outdir, stdout = tiny_run
+    precision = json.loads((outdir / "report.json").read_text())["setup"]["precision"]
+    assert precision == choose_precision("auto", "cpu") and f"Training precision: {precision}" in stdout
+    for log in ("autoencoder.log", "txt2img.log"):
+        uses_bf16 = "Using bf16 Automatic Mixed Precision" in (outdir / "console" / log).read_text()
+        assert uses_bf16 == (precision == "bf16-mixed"), log
+
+
 def test_report_parses_and_holds_the_figures(tiny_run):
     outdir, _ = tiny_run
     report = json.loads((outdir / "report.json").read_text())
