@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ldm.modules.diffusionmodules.util import GroupNorm32, checkpoint, timestep_embedding, zero_module
+from ldm.modules.diffusionmodules.util import GroupNorm32, checkpoint, zero_module
 
 ATTENTION_BACKENDS = ("sdpa", "math")
 DEFAULT_ATTENTION_BACKEND = "sdpa"
@@ -192,16 +192,6 @@ class BasicTransformerBlock(nn.Module):
         return self.ff(self.norm3(x)) + x
 
 
-def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
-    """Fixed 2D position embedding [height * width, dim] of a row-major pixel grid: the first half
-    of the channels is the sinusoidal embedding of the row index, the second half of the column
-    index (`timestep_embedding`'s frequencies), as in ViT-style sine-cosine embeddings."""
-    rows = timestep_embedding(torch.arange(height), dim // 2)
-    cols = timestep_embedding(torch.arange(width), dim // 2)
-    return torch.cat([rows[:, None].expand(height, width, -1), cols[None].expand(height, width, -1)], dim=-1
-                     ).reshape(height * width, dim)
-
-
 class SpatialTransformer(nn.Module):
     """Transformer over the pixels of a feature map, with cross-attention to a context.
 
@@ -219,23 +209,16 @@ class SpatialTransformer(nn.Module):
         use_linear: proj_in/proj_out are Linear layers on tokens (SD 2.x) instead of 1x1
             convolutions (SD 1.x and the LDM releases).
         use_checkpoint: gradient checkpointing of the transformer blocks.
-        positional_embedding: add a fixed 2D sine-cosine embedding of each pixel's row and column
-            to its token before the blocks (`sincos_2d`; no parameters, so no new state-dict keys).
-            Off in the released models; attention is blind to position without it (an addition
-            of this codebase, see docs/quickstart.md).
     """
 
     def __init__(self, in_channels: int, n_heads: int, d_head: int, depth: int = 1, dropout: float = 0.0,
                  context_dim: int | Sequence[int] | None = None, disable_self_attn: bool = False,
-                 use_linear: bool = False, use_checkpoint: bool = False, positional_embedding: bool = False):
+                 use_linear: bool = False, use_checkpoint: bool = False):
         super().__init__()
         inner_dim = n_heads * d_head
-        if positional_embedding and inner_dim % 4:
-            raise ValueError(f"positional_embedding needs a transformer width divisible by 4, got {inner_dim}")
         context_dims = _per_block(context_dim, depth)
         self.in_channels = in_channels
         self.use_linear = use_linear
-        self.positional_embedding = positional_embedding
         # GroupNorm32 has the keys and fp32 numerics of the original's nn.GroupNorm and keeps
         # the statistics in float32 when the UNet runs in half precision.
         self.norm = GroupNorm32(32, in_channels, eps=1e-6, affine=True)
@@ -264,8 +247,6 @@ class SpatialTransformer(nn.Module):
         x = rearrange(x, "b c h w -> b (h w) c")
         if self.use_linear:
             x = self.proj_in(x)
-        if self.positional_embedding:
-            x = x + sincos_2d(h, w, x.shape[-1]).to(device=x.device, dtype=x.dtype)
         for block, ctx in zip(self.transformer_blocks, contexts):
             x = block(x, context=ctx)
         if self.use_linear:

@@ -112,35 +112,3 @@ def test_argument_errors():
         UNetModel(**BASE, num_classes="sequential")
     with pytest.raises(ValueError, match="num_res_blocks"):
         UNetModel(**dict(BASE, num_res_blocks=[1, 2, 3]))
-
-
-def test_sincos_2d_embeds_row_then_column():
-    from ldm.modules.attention import sincos_2d
-    from ldm.modules.diffusionmodules.util import timestep_embedding
-
-    emb = sincos_2d(3, 5, 8)
-    assert emb.shape == (15, 8)
-    rows, cols = timestep_embedding(torch.arange(3), 4), timestep_embedding(torch.arange(5), 4)
-    for i in range(3):
-        for j in range(5):
-            assert torch.equal(emb[i * 5 + j], torch.cat([rows[i], cols[j]]))
-    assert len({tuple(e.tolist()) for e in emb}) == 15  # every pixel gets its own code
-
-
-def test_transformer_positional_embedding_tells_pixels_apart():
-    x, t = torch.ones(1, 4, 8, 8), torch.tensor([500])  # a constant map: only position can vary
-    context = torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(0))
-    plain = randomize(UNetModel(**XATTN)).eval()
-    with_pe = UNetModel(**XATTN, transformer_positional_embedding=True).eval()
-    assert with_pe.state_dict().keys() == plain.state_dict().keys()  # no parameters of its own
-    with_pe.load_state_dict(plain.state_dict())
-    transformers = [m for m in with_pe.modules() if isinstance(m, SpatialTransformer)]
-    assert len(transformers) == 7 and all(m.positional_embedding for m in transformers)
-    block = plain.input_blocks[1][1], with_pe.input_blocks[1][1]  # the first SpatialTransformer
-    h = torch.randn(1, 32, 1, 1, generator=torch.Generator().manual_seed(1)).expand(1, 32, 8, 8)
-    with torch.no_grad():
-        assert block[0](h, context).std(dim=(2, 3)).max() < 1e-5  # position-blind
-        assert block[1](h, context).std(dim=(2, 3)).mean() > 1e-2
-        assert not torch.allclose(plain(x, t, context=context), with_pe(x, t, context=context))
-    with pytest.raises(ValueError, match="divisible by 4"):
-        SpatialTransformer(6, 1, 6, context_dim=4, positional_embedding=True)

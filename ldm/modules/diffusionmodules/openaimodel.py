@@ -134,8 +134,6 @@ class UNetModel(nn.Module):
         disable_middle_self_attn: the same as `disable_self_attentions` for the middle block.
         use_linear_in_transformer: Linear instead of 1x1-conv proj_in/proj_out (SD 2.x).
         adm_in_channels: width of `y` for `num_classes: "sequential"`.
-        transformer_positional_embedding: a fixed 2D position embedding on the tokens of every
-            `SpatialTransformer` (its `positional_embedding`; not in the released models).
     """
 
     def __init__(
@@ -170,7 +168,6 @@ class UNetModel(nn.Module):
         disable_middle_self_attn: bool = False,
         use_linear_in_transformer: bool = False,
         adm_in_channels: int | None = None,
-        transformer_positional_embedding: bool = False,
     ):
         super().__init__()
         _check_arguments(use_spatial_transformer, context_dim, num_heads, num_head_channels)
@@ -194,7 +191,6 @@ class UNetModel(nn.Module):
         self.num_head_channels = num_head_channels
         self.num_heads_upsample = num_heads if num_heads_upsample == -1 else num_heads_upsample
         self.predict_codebook_ids = n_embed is not None
-        self.transformer_positional_embedding = transformer_positional_embedding
         disabled_sa = list(disable_self_attentions) if disable_self_attentions is not None else [False] * levels
         if len(disabled_sa) != levels:
             raise ValueError(f"disable_self_attentions needs one entry per level ({levels}), got {disabled_sa}")
@@ -255,8 +251,7 @@ class UNetModel(nn.Module):
         if use_spatial_transformer:
             return SpatialTransformer(ch, heads, dim_head, depth=transformer_depth, context_dim=context_dim,
                                       disable_self_attn=disable_self_attn, use_linear=use_linear,
-                                      use_checkpoint=self.use_checkpoint,
-                                      positional_embedding=self.transformer_positional_embedding)
+                                      use_checkpoint=self.use_checkpoint)
         # The decoder's AttentionBlocks take `num_heads_upsample` (the original's quirk: it
         # only matters when dim_head is -1, i.e. legacy without num_head_channels).
         return AttentionBlock(ch, use_checkpoint=self.use_checkpoint,
