@@ -40,12 +40,13 @@ sys.path.insert(0, str(ROOT))
 logger = logging.getLogger("quickstart")
 
 # Settings of the full run (about 19 minutes on 2 CPU cores, see docs/quickstart.md: the training
-# budgets take 17 of them) and of the tiny smoke run. Step counts are caps: each training also
+# budgets take 17 of them; in bf16 the autoencoder reaches its former 6-minute quality in about
+# 3.5, so the LDM gets the rest) and of the tiny smoke run. Step counts are caps: each training also
 # stops at its time budget (`lightning.trainer.max_time`), so a slow machine does fewer steps and
 # a GPU reaches the caps in a few minutes.
 # AE steps count both GAN optimizers (Lightning's global_step): 8000 = 4000 autoencoder updates.
 SETTINGS = {
-    "full": dict(ae_steps=8000, ae_minutes=6.0, ldm_steps=10000, ldm_minutes=11.0, batch_size=None,
+    "full": dict(ae_steps=8000, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=13.0, batch_size=None,
                  n_eval=256, sample_steps=25, guidance_scale=3.0, feature_steps=400, n_inpaint=64),
     "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
                  n_eval=16, sample_steps=3, guidance_scale=3.0, feature_steps=4, n_inpaint=8),

@@ -47,7 +47,7 @@ def test_both_stages_train_at_the_chosen_precision(tiny_run):
     precision = json.loads((outdir / "report.json").read_text())["setup"]["precision"]
     assert precision == choose_precision("auto", "cpu") and f"Training precision: {precision}" in stdout
     for log in ("autoencoder.log", "txt2img.log"):
-        uses_bf16 = "Using bf16 Automatic Mixed Precision" in (outdir / "console" / log).read_text()
+        uses_bf16 = "Using bfloat16 Automatic Mixed Precision" in (outdir / "console" / log).read_text()
         assert uses_bf16 == (precision == "bf16-mixed"), log
 
 
