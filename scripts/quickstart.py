@@ -52,6 +52,10 @@ SETTINGS = {
                  n_eval=16, sample_steps=3, guidance_scale=3.0, feature_steps=4, n_inpaint=8),
 }
 
+# console lines of the subprocesses not shown (they stay in the stage's log file): warnings, and
+# Lightning's note that its model summary counts bf16-mixed weights as 32-bit
+NOISE = ("Warning", "warn(", "deprecated", "not supported by the model summary")
+
 AE_CONFIG, LDM_CONFIG = "configs/quickstart/autoencoder.yaml", "configs/quickstart/txt2img.yaml"
 
 
@@ -129,7 +133,7 @@ def run(cmd: list[str], log_path: Path, metrics_glob: str | None = None) -> None
             for raw in proc.stdout:
                 log.write(raw)
                 line = raw.decode("utf-8", errors="replace")
-                if not any(s in line for s in ("Warning", "warn(", "deprecated")):
+                if not any(s in line for s in NOISE):
                     sys.stdout.write("    " + line.rstrip("\r\n").rsplit("\r", 1)[-1] + "\n")
                     sys.stdout.flush()
             done.set()
