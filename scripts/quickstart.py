@@ -40,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 logger = logging.getLogger("quickstart")
 
 # Settings of the full run (about 19 minutes on 2 CPU cores, see docs/quickstart.md: the training
-# budgets take 17 of them; in bf16 the autoencoder reaches its former 6-minute quality in about
-# 3.5, so the LDM gets the rest) and of the tiny smoke run. Step counts are caps: each training also
-# stops at its time budget (`lightning.trainer.max_time`), so a slow machine does fewer steps and
-# a GPU reaches the caps in a few minutes.
+# budgets take 17 of them; in bf16 the autoencoder does in 4 minutes the updates that took 6 in
+# float32, and the LDM gets the other 2) and of the tiny smoke run. Step counts are caps: each
+# training also stops at its time budget (`lightning.trainer.max_time`), so a slow machine does
+# fewer steps and a GPU reaches the caps in a few minutes.
 # AE steps count both GAN optimizers (Lightning's global_step): 8000 = 4000 autoencoder updates.
 SETTINGS = {
     "full": dict(ae_steps=8000, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=13.0, batch_size=None,
