@@ -62,7 +62,7 @@ class CheckpointOnInterrupt(pl.Callback):
         self._saved_step = trainer.global_step  # any checkpoint written now holds this step
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_step > 0 and self._saved_step != trainer.global_step and not trainer.sanity_checking:
+        if trainer.global_step > 0 and self._saved_step != trainer.global_step:
             self.save(trainer, reason=f"training ended at step {trainer.global_step} after the last checkpoint")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

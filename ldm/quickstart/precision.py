@@ -2,8 +2,9 @@
 
 bf16 autocast (Lightning's "bf16-mixed") only pays on a CPU that multiplies bf16 natively (AMX or
 AVX512-BF16): there the quickstart's LDM step at batch 128 takes 0.32 s instead of 0.45 s (one
-thread, docs/quickstart.md); a CPU without those instructions emulates bf16 and gets slower. On
-CUDA the quickstart keeps float32, the precision of its measured GPU runs.
+thread, docs/quickstart.md). Without those instructions bf16 matmuls take slower code paths (not
+measured here), so such CPUs keep float32. On CUDA the quickstart keeps float32 too, the
+precision of its measured GPU runs.
 """
 from __future__ import annotations
 
