@@ -25,9 +25,14 @@ def test_learning_curve_lines(tmp_path):
     script = load_script("benchmark_quickstart_ldm")
     script.main(["--base", str(REPO / "configs/quickstart/txt2img.yaml"), "--first-stage", str(ckpt),
                  "--milestones", "2,4", "--scales", "1,3", "--train-scenes", "64", "--eval-captions", "4",
-                 "--out", str(out), "model.params.parameterization=v", "model.params.min_snr_offset=1.0"])
+                 "--out", str(out), "--precision", "bf16-mixed", "--save", str(tmp_path / "ldm.pt"),
+                 "model.params.parameterization=v", "model.params.min_snr_offset=1.0"])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
+    assert all(r["precision"] == "bf16-mixed" for r in rows)
+    saved = torch.load(tmp_path / "ldm.pt", weights_only=True)
+    assert saved["global_step"] == 4
+    assert any(k.startswith("model_ema.") for k in saved["state_dict"])  # the EMA weights travel too
     assert 0 < rows[0]["train_s"] < rows[1]["train_s"]
     assert rows[0]["overrides"] == ["model.params.parameterization=v", "model.params.min_snr_offset=1.0"]
     for row in rows:
