@@ -39,6 +39,14 @@ from ldm.util import instantiate_from_config  # noqa: E402
 logger = logging.getLogger("benchmark_quickstart_ldm")
 
 
+class StepClock:
+    """Stands in for Lightning's trainer where the model reads it: `global_step`, the number of
+    optimizer steps done, drives step-scheduled options such as `min_snr_offset_steps`."""
+
+    def __init__(self) -> None:
+        self.global_step = 0
+
+
 def build_model(base: str, first_stage: str, overrides: list[str]) -> tuple[Any, Any]:
     """The LDM of the config with the autoencoder checkpoint and a local BERT vocabulary."""
     config = OmegaConf.merge(OmegaConf.load(base), OmegaConf.from_dotlist(overrides))
@@ -122,10 +130,13 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("a config with a learning-rate scheduler is not supported here")
 
     generator, step, train_seconds = torch.Generator().manual_seed(args.seed), 0, 0.0
+    clock = StepClock()
+    model._trainer = clock
     model.train()
     progress = tqdm(total=milestones[-1], desc="training", unit="step")
     while step < milestones[-1]:
         start = time.perf_counter()
+        model.end_min_snr_offset_phase([optimizer])  # as the Lightning hook does
         idx = torch.randint(0, len(captions), (batch_size,), generator=generator)
         batch = {"latent": moments[idx], "caption": [captions[i] for i in idx]}
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
@@ -135,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         model.on_train_batch_end(None, batch, step)  # the EMA update
         step += 1
+        clock.global_step = step
         train_seconds += time.perf_counter() - start
         progress.update(1)
         if step in milestones:

@@ -6,7 +6,9 @@ import copy
 import pytest
 import torch
 
-from ldm.models.diffusion.losses import combine_losses, min_snr_weights, offset_noise
+from types import SimpleNamespace
+
+from ldm.models.diffusion.losses import combine_losses, min_snr_offset_at, min_snr_weights, offset_noise
 from ldm.util import instantiate_from_config
 from tests.models.tiny import make_ldm
 
@@ -172,3 +174,39 @@ def test_loss_combination_with_learned_logvar():
     vlb = torch.tensor((2.0 * 1 + 4.0 * 3) / 2)
     torch.testing.assert_close(loss, 0.5 * gamma + 0.1 * vlb)
     assert list(logged) == ["val/loss_simple", "val/loss_gamma", "logvar", "val/loss_vlb", "val/loss"]
+
+
+def test_min_snr_offset_at_steps():
+    """The offset holds for the first `steps` steps, then the paper's weighting (offset 0)."""
+    assert [min_snr_offset_at(step, 1.0, 3) for step in range(5)] == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert min_snr_offset_at(10**6, 0.3, None) == 0.3
+    assert min_snr_offset_at(0, 1.0, 0) == 0.0
+
+
+def test_min_snr_offset_steps_follow_the_trainer_step():
+    """The loss of a model with `min_snr_offset_steps` is that of the offset model before the
+    switch and that of the paper's weighting (offset 0) from the switch on."""
+    torch.manual_seed(0)
+    common = dict(parameterization="v", min_snr_gamma=5.0)
+    scheduled = make_ldm(min_snr_offset=1.0, min_snr_offset_steps=3, **common)
+    with_offset = make_ldm(min_snr_offset=1.0, **common)
+    paper = make_ldm(**common)
+    with_offset.load_state_dict(scheduled.state_dict())
+    paper.load_state_dict(scheduled.state_dict())
+    x = torch.randn(4, scheduled.channels, scheduled.image_size, scheduled.image_size)
+    context, t, noise = torch.randn(4, 5, 16), torch.tensor([0, 300, 800, 999]), torch.randn_like(x)
+
+    def loss(model, step=None):
+        model._trainer = None if step is None else SimpleNamespace(global_step=step)
+        with torch.no_grad():
+            return model.p_losses(x, context, t, noise=noise)[0]
+
+    before, after = loss(with_offset), loss(paper)
+    assert after < 0.9 * before  # the offset weights the high-noise steps up
+    for step in (0, 2):
+        torch.testing.assert_close(loss(scheduled, step), before)
+    for step in (3, 50):
+        torch.testing.assert_close(loss(scheduled, step), after)
+    for bad in ({"min_snr_offset_steps": 3}, {"min_snr_offset": 1.0, "min_snr_offset_steps": -1}):
+        with pytest.raises(ValueError, match="min_snr_offset_steps"):
+            make_ldm(**common, **bad)

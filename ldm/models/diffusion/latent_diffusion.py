@@ -183,6 +183,7 @@ class LatentDiffusion(DDPM):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """With `scale_by_std`, on the very first batch of a fresh run: scale_factor = 1/std of
         the batch's latents. Computed on rank 0 and broadcast, so every rank uses the same value."""
+        super().on_train_batch_start(batch, batch_idx)
         if not (self.scale_by_std and self._trainer_value("current_epoch", 0) == 0
                 and self._trainer_value("global_step", 0) == 0 and batch_idx == 0
                 and not self.restarted_from_ckpt):

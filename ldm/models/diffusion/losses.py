@@ -75,6 +75,19 @@ def min_snr_weights(alphas_cumprod: Tensor, t: Tensor, gamma: float, parameteriz
     return weights.float()
 
 
+def min_snr_offset_at(step: int, offset: float, steps: int | None) -> float:
+    """The `min_snr_weights` offset in effect at training step `step`: `offset` during the first
+    `steps` steps (all of training when `steps` is None), 0 from then on.
+
+    A coarse-to-fine curriculum: the offset weights the high-noise steps, where a sample's layout
+    is decided, and learns it fast; the paper's weighting afterwards gives the training back to
+    the lower-noise steps that draw the details (docs/quickstart.md measures it).
+    """
+    if steps is not None and step >= steps:
+        return 0.0
+    return offset
+
+
 def offset_noise(x: Tensor, strength: float, generator: torch.Generator | None = None) -> Tensor:
     """Gaussian noise for `x` plus `strength` times a per-sample, per-channel constant
     (Guttenberg 2023, "Diffusion with Offset Noise"): lets the model change the mean brightness."""
