@@ -113,8 +113,9 @@ def build_ldm(f: int, first_stage: dict | None, vocab: str) -> torch.nn.Module:
                             else first_stage["config"])
     p.cond_stage_config.params.tokenizer_version = vocab
     p.scale_by_std = first_stage is not None
-    # the objective the README's table was measured with: eps and min(SNR, 5) throughout (the
-    # quickstart's step-scheduled layout phase does not carry over to equal-time budgets)
+    # the objective the README's table was measured with (eps, min(SNR, 5) throughout), whatever
+    # the LDM config sets: a layout phase counted in steps would differ between the factors'
+    # equal-time budgets, which run different numbers of steps
     p.parameterization, p.min_snr_offset, p.min_snr_offset_steps = "eps", 0.0, None
     model = instantiate_from_config(cfg)
     if first_stage is not None:

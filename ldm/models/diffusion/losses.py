@@ -80,8 +80,8 @@ def min_snr_offset_at(step: int, offset: float, steps: int | None) -> float:
     `steps` steps (all of training when `steps` is None), 0 from then on.
 
     A coarse-to-fine curriculum: the offset weights the high-noise steps, where a sample's layout
-    is decided, and learns it fast; the paper's weighting afterwards gives the training back to
-    the lower-noise steps that draw the details (docs/quickstart.md measures it).
+    is decided; the paper's weighting afterwards gives the training back to the lower-noise
+    steps that draw the details (docs/quickstart.md measures it).
     """
     if steps is not None and step >= steps:
         return 0.0

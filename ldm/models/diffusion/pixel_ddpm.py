@@ -93,8 +93,9 @@ class DDPM(pl.LightningModule):
         min_snr_offset_steps: apply `min_snr_offset` during the first this many training steps
             only, then the paper's weighting (`losses.min_snr_offset_at`); None applies it
             throughout. At the switch the optimizer's moments restart (`end_min_snr_offset_phase`).
-            The quickstart LDM learns the layout of its scenes in a few hundred steps of offset 1,
-            then the shapes without it (docs/quickstart.md).
+            A coarse-to-fine curriculum: on the quickstart LDM, 1000 steps of offset 1 learnt which
+            object goes where with one seed (then 78.9% caption accuracy at 3000 steps, against
+            60.2%) but not with two others (docs/quickstart.md).
         offset_noise_strength: add this times a per-channel constant to the training noise
             (offset noise); 0 turns it off (0.1 is usual).
         conditioning_dropout: per batch key, the probability of replacing a condition by a null
@@ -365,7 +366,7 @@ class DDPM(pl.LightningModule):
         self.log_dict(loss_dict_ema, prog_bar=False, logger=True, on_step=False, on_epoch=True, batch_size=n)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self._trainer is not None:
+        if self.min_snr_offset_steps is not None and self._trainer is not None:
             self.end_min_snr_offset_phase(self.trainer.optimizers)
 
     def end_min_snr_offset_phase(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
