@@ -124,3 +124,25 @@ def test_class_dropout_without_a_null_class_is_an_error():
                  cond_stage_config={"target": "ldm.modules.encoders.modules.ClassEmbedder",
                                     "params": {"embed_dim": 16, "n_classes": 3, "key": "class_label"}},
                  conditioning_dropout={"class_label": 0.1})
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_cond_stage_lr_scale_gives_the_encoder_its_own_learning_rate(scale):
+    encoder = {"target": "tests.models.test_conditioning.NullClassEncoder"}
+    model = make_ldm(cond_stage_key="class_label", cond_stage_trainable=True, cond_stage_config=encoder,
+                     cond_stage_lr_scale=scale)
+    model.learning_rate = 1e-3
+    optimizer = model.configure_optimizers()
+    lrs = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(lrs) == sum(len(group["params"]) for group in optimizer.param_groups)  # no parameter twice
+    assert all(lrs[id(p)] == 1e-3 for p in model.model.parameters())
+    assert all(lrs[id(p)] == pytest.approx(1e-3 * scale) for p in model.cond_stage_model.parameters())
+    assert len(optimizer.param_groups) == (1 if scale == 1.0 else 2)
+
+
+@pytest.mark.parametrize("bad", [{"cond_stage_trainable": True, "cond_stage_lr_scale": 0.0},
+                                 {"cond_stage_trainable": False, "cond_stage_lr_scale": 0.5}])
+def test_cond_stage_lr_scale_errors(bad):
+    with pytest.raises(ValueError, match="cond_stage_lr_scale"):
+        make_ldm(cond_stage_key="class_label", cond_stage_config={"target": "tests.models.test_conditioning.NullClassEncoder"},
+                 **bad)

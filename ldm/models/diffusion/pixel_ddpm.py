@@ -408,12 +408,16 @@ class DDPM(pl.LightningModule):
             params.append(self.logvar)
         return params
 
+    def optimizer_groups(self, lr: float) -> list[dict[str, Any]]:
+        """AdamW's parameter groups: every trainable parameter at `lr`."""
+        return [{"params": self.trainable_parameters(), "lr": lr}]
+
     def configure_optimizers(self) -> Any:
         lr = getattr(self, "learning_rate", None)
         if lr is None:
             raise ValueError(f"{type(self).__name__}.learning_rate is not set (main.py sets it from "
                              "model.base_learning_rate)")
-        opt = build_adam(torch.optim.AdamW, self.trainable_parameters(), lr=lr)
+        opt = build_adam(torch.optim.AdamW, self.optimizer_groups(lr), lr=lr)
         if not self.use_scheduler:
             return opt
         scheduler = instantiate_from_config(self.scheduler_config)
