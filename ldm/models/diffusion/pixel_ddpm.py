@@ -94,7 +94,7 @@ class DDPM(pl.LightningModule):
             only, then the paper's weighting (`losses.min_snr_offset_at`); None applies it
             throughout. At the switch the optimizer's moments restart (`end_min_snr_offset_phase`).
             A coarse-to-fine curriculum: on the quickstart LDM, 1000 steps of offset 1 learnt which
-            object goes where with one seed of three, and with all three once its text encoder
+            object goes where with seed 0 only, and with seeds 1 and 2 as well once its text encoder
             trained at a quarter of the learning rate (`cond_stage_lr_scale`; docs/quickstart.md).
         offset_noise_strength: add this times a per-channel constant to the training noise
             (offset noise); 0 turns it off (0.1 is usual).
