@@ -61,6 +61,17 @@ def build_model(base: str, first_stage: str, overrides: list[str]) -> tuple[Any,
 
 
 @torch.no_grad()
+def optimizer_and_scheduler(configured: Any) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimizer and the per-step LR scheduler (or None) from `configure_optimizers()`,
+    which returns either an optimizer or `([optimizer], [{"scheduler": ..., "interval": "step"}])`."""
+    if isinstance(configured, torch.optim.Optimizer):
+        return configured, None
+    optimizers, schedulers = configured
+    if len(optimizers) != 1 or len(schedulers) != 1 or schedulers[0].get("interval") != "step":
+        raise ValueError("only one optimizer with one per-step learning-rate scheduler is supported here")
+    return optimizers[0], schedulers[0]["scheduler"]
+
+
 def encode_scenes(model: Any, dataset: Scenes, size: int, chunk: int = 500) -> tuple[torch.Tensor, list[str]]:
     """Posterior moments of every scene of `dataset` and its captions (the latent cache)."""
     moments, captions = [], []
@@ -125,9 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     _, eval_captions, _ = evaluation.validation_scenes(size, args.eval_captions, max_objects, **options)
     batch_size = int(config.data.params.batch_size)
     model.learning_rate = float(config.model.base_learning_rate) * batch_size
-    optimizer = model.configure_optimizers()
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ValueError("a config with a learning-rate scheduler is not supported here")
+    optimizer, scheduler = optimizer_and_scheduler(model.configure_optimizers())
 
     generator, step, train_seconds = torch.Generator().manual_seed(args.seed), 0, 0.0
     clock = StepClock()
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:  # per step, as Lightning does for interval "step"
+            scheduler.step()
         model.on_train_batch_end(None, batch, step)  # the EMA update
         step += 1
         clock.global_step = step
@@ -151,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         progress.update(1)
         if step in milestones:
             row = {"step": step, "train_s": round(train_seconds, 1), "precision": args.precision,
-                   "overrides": args.overrides,
+                   "lr": optimizer.param_groups[0]["lr"], "overrides": args.overrides,
                    **{f"scale_{s:g}": judge_samples(model, eval_captions, s) for s in scales}}
             progress.write(json.dumps(row))
             if args.out:

@@ -44,9 +44,10 @@ logger = logging.getLogger("quickstart")
 # float32, and the LDM gets the other 2) and of the tiny smoke run. Step counts are caps: each
 # training also stops at its time budget (`lightning.trainer.max_time`), so a slow machine does
 # fewer steps and a GPU reaches the caps in a few minutes.
-# AE steps count both GAN optimizers (Lightning's global_step): 8000 = 4000 autoencoder updates.
+# AE steps count both GAN optimizers (Lightning's global_step): 5400 = 2700 autoencoder updates,
+# the length of the autoencoder's learning-rate decay (configs/quickstart/autoencoder.yaml).
 SETTINGS = {
-    "full": dict(ae_steps=8000, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=13.0, batch_size=None,
+    "full": dict(ae_steps=5400, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=13.0, batch_size=None,
                  n_eval=256, sample_steps=25, guidance_scale=3.0, feature_steps=400, n_inpaint=64),
     "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
                  n_eval=16, sample_steps=3, guidance_scale=3.0, feature_steps=4, n_inpaint=8),

