@@ -48,9 +48,9 @@ logger = logging.getLogger("quickstart")
 # the length of the autoencoder's learning-rate decay (configs/quickstart/autoencoder.yaml).
 SETTINGS = {
     "full": dict(ae_steps=5400, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=13.0, batch_size=None,
-                 n_eval=256, sample_steps=25, guidance_scale=3.0, feature_steps=400, n_inpaint=64),
+                 n_eval=256, sample_steps=25, guidance_scale=2.0, feature_steps=400, n_inpaint=64),
     "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
-                 n_eval=16, sample_steps=3, guidance_scale=3.0, feature_steps=4, n_inpaint=8),
+                 n_eval=16, sample_steps=3, guidance_scale=2.0, feature_steps=4, n_inpaint=8),
 }
 
 # console lines of the subprocesses not shown (they stay in the stage's log file): warnings, and

@@ -136,6 +136,23 @@ def test_bert_tokenizer_has_the_real_vocabulary():
     assert vq_tokens.shape == (1, 77)
 
 
+def test_bert_tokenizer_cache_gives_the_tokenizers_ids():
+    texts = ["a red circle above a blue square", "", "a red circle above a blue square", "x " * 40, "Hello"]
+    uncached = BERTTokenizer(version=bert_vocab_dir(), vq_interface=False, max_length=24, cache_size=0)
+    expected = uncached.tokenizer(texts, truncation=True, max_length=24, padding="max_length",
+                                  return_tensors="pt")["input_ids"]
+    assert torch.equal(uncached(texts), expected)
+    cached = BERTTokenizer(version=bert_vocab_dir(), vq_interface=False, max_length=24, cache_size=3)
+    assert torch.equal(cached(texts), expected)  # 4 distinct texts > 3: the cache starts over
+    assert torch.equal(cached(texts[:2]), expected[:2]) and torch.equal(cached("Hello"), expected[4:])
+    assert set(cached._ids) == set(texts)  # one batch is kept whole
+    new = cached(["a green star"])
+    assert set(cached._ids) == {"a green star"}  # the cache was full: it started over
+    assert torch.equal(new, uncached(["a green star"]))
+    with pytest.raises(ValueError, match="cache_size"):
+        BERTTokenizer(version=bert_vocab_dir(), cache_size=-1)
+
+
 def test_bert_tokenizer_load_errors_are_one_line(tmp_path):
     with pytest.raises(OSError) as err:
         BERTTokenizer(version=str(tmp_path / "missing"))

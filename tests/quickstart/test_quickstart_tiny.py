@@ -29,7 +29,7 @@ def test_every_artefact_appears(tiny_run):
                  "console/txt2img.log", "latents/train/index.json"):
         assert (outdir / name).is_file(), name
     n_prompts = len((outdir / "samples" / "prompts.txt").read_text().splitlines())
-    for scale_dir in ("scale_1", "scale_3"):
+    for scale_dir in ("scale_1", "scale_2"):
         assert len(list((outdir / "samples" / scale_dir / "samples").glob("*.png"))) == n_prompts
     assert len(list((outdir / "samples" / "inpainting").glob("*.png"))) == 8
     for run in ("autoencoder", "txt2img"):
@@ -59,7 +59,7 @@ def test_report_parses_and_holds_the_figures(tiny_run):
     for key in ("psnr", "ssim"):
         assert isinstance(report["autoencoder"][key], float)
     assert report["judge_on_real"]["caption_accuracy"] >= 0.9
-    assert set(report["judge"]) == {"no guidance (scale 1)", "guidance scale 3"}
+    assert set(report["judge"]) == {"no guidance (scale 1)", "guidance scale 2"}
     for scores in report["judge"].values():
         assert 0.0 <= scores["caption_accuracy"] <= scores["attribute_accuracy"] <= 1.0 or \
             scores["caption_accuracy"] <= 1.0

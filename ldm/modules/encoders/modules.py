@@ -164,23 +164,40 @@ class BERTTokenizer(AbstractEncoder):
         vq_interface: `encode` returns `(None, None, [None, None, tokens])` like a VQ model.
         max_length: sequence length (including [CLS] and [SEP]).
         version: hub name or local directory of a `BertTokenizerFast`.
+        cache_size: token ids of up to this many distinct texts are kept, so captions that recur
+            (every epoch of a captioned data set) are tokenized once; 0 turns the cache off.
     """
 
     def __init__(self, device: Any = None, vq_interface: bool = True, max_length: int = 77,
-                 version: str = "bert-base-uncased"):
+                 version: str = "bert-base-uncased", cache_size: int = 65536):
         super().__init__()
         from transformers import BertTokenizerFast
 
         self.tokenizer = _from_pretrained(BertTokenizerFast, version, "BERT tokenizer")
         if len(self.tokenizer) < 1000:  # e.g. a vocab file that was not read
             raise ValueError(f"BERT tokenizer '{version}' has only {len(self.tokenizer)} tokens: vocabulary not loaded")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.vq_interface = vq_interface
         self.max_length = max_length
+        self.cache_size = cache_size
+        self._ids: dict[str, list[int]] = {}
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.max_length,
+                              padding="max_length")["input_ids"]
 
     def forward(self, text: str | Sequence[str]) -> torch.Tensor:
-        batch_encoding = self.tokenizer(list(text) if not isinstance(text, str) else text, truncation=True,
-                                        max_length=self.max_length, padding="max_length", return_tensors="pt")
-        return batch_encoding["input_ids"]
+        texts = [text] if isinstance(text, str) else list(text)
+        if self.cache_size == 0:
+            return torch.tensor(self._tokenize(texts), dtype=torch.long)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._ids))
+        if missing:
+            if len(self._ids) + len(missing) > self.cache_size:  # more distinct texts than it holds
+                self._ids.clear()
+                missing = list(dict.fromkeys(texts))
+            self._ids.update(zip(missing, self._tokenize(missing)))
+        return torch.tensor([self._ids[t] for t in texts], dtype=torch.long)
 
     @torch.no_grad()
     def encode(self, text: str | Sequence[str]):
@@ -207,16 +224,18 @@ class BERTEmbedder(AbstractEncoder):
         use_tokenizer: take strings and tokenize them; False: take token ids [B, N].
         embedding_dropout: dropout after the embeddings.
         tokenizer_version: hub name or local directory of the tokenizer.
+        tokenizer_cache_size: distinct texts whose token ids are kept (`BERTTokenizer.cache_size`).
     """
 
     def __init__(self, n_embed: int, n_layer: int, vocab_size: int = 30522, max_seq_len: int = 77,
                  device: Any = None, use_tokenizer: bool = True, embedding_dropout: float = 0.0,
-                 tokenizer_version: str = "bert-base-uncased"):
+                 tokenizer_version: str = "bert-base-uncased", tokenizer_cache_size: int = 65536):
         super().__init__()
         self.use_tknz_fn = use_tokenizer
         self.max_seq_len = max_seq_len
         if use_tokenizer:
-            self.tknz_fn = BERTTokenizer(vq_interface=False, max_length=max_seq_len, version=tokenizer_version)
+            self.tknz_fn = BERTTokenizer(vq_interface=False, max_length=max_seq_len, version=tokenizer_version,
+                                         cache_size=tokenizer_cache_size)
         self.transformer = TransformerWrapper(num_tokens=vocab_size, max_seq_len=max_seq_len,
                                               attn_layers=Encoder(dim=n_embed, depth=n_layer),
                                               emb_dropout=embedding_dropout)
