@@ -46,6 +46,8 @@ logger = logging.getLogger("quickstart")
 # fewer steps and a GPU reaches the caps in a few minutes.
 # AE steps count both GAN optimizers (Lightning's global_step): 5400 = 2700 autoencoder updates,
 # the length of the autoencoder's learning-rate decay (configs/quickstart/autoencoder.yaml).
+# Guidance 2: the best scale for the quickstart's v-prediction model on 512 validation captions
+# other than the report's (79.9% vs 75.6% at 3; docs/quickstart.md, "The guidance scale").
 SETTINGS = {
     "full": dict(ae_steps=5400, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=13.0, batch_size=None,
                  n_eval=256, sample_steps=25, guidance_scale=2.0, feature_steps=400, n_inpaint=64),
