@@ -60,7 +60,6 @@ def build_model(base: str, first_stage: str, overrides: list[str]) -> tuple[Any,
     return instantiate_from_config(config.model), config
 
 
-@torch.no_grad()
 def optimizer_and_scheduler(configured: Any) -> tuple[torch.optim.Optimizer, Any]:
     """The optimizer and the per-step LR scheduler (or None) from `configure_optimizers()`,
     which returns either an optimizer or `([optimizer], [{"scheduler": ..., "interval": "step"}])`."""
@@ -72,6 +71,7 @@ def optimizer_and_scheduler(configured: Any) -> tuple[torch.optim.Optimizer, Any
     return optimizers[0], schedulers[0]["scheduler"]
 
 
+@torch.no_grad()
 def encode_scenes(model: Any, dataset: Scenes, size: int, chunk: int = 500) -> tuple[torch.Tensor, list[str]]:
     """Posterior moments of every scene of `dataset` and its captions (the latent cache)."""
     moments, captions = [], []
