@@ -109,7 +109,9 @@ class ScheduleSampler(Sampler):
         self.register_buffer("ddim_sigmas", ddim_sigmas(alphas, alphas_prev, ddim_eta))
         self.register_buffer("ddim_alphas", alphas)
         self.register_buffer("ddim_alphas_prev", alphas_prev)
-        self.register_buffer("ddim_sqrt_one_minus_alphas", (1.0 - alphas).sqrt())
+        # numpy's sqrt, as the original: it is correctly rounded, while torch's vectorised float32
+        # sqrt is 1 ulp off for some values on some CPUs (AMD EPYC with AVX512).
+        self.register_buffer("ddim_sqrt_one_minus_alphas", torch.from_numpy(np.sqrt((1.0 - alphas).cpu().numpy())))
         # As the original defines it (over ddim_timesteps[:-1]); kept for compatibility only.
         ac_prev = self.alphas_cumprod_prev
         self.register_buffer("ddim_sigmas_for_original_num_steps",
