@@ -4,8 +4,9 @@ Trains the LDM of `configs/quickstart/txt2img.yaml` (or `--base`) in-process on 
 once by a trained quickstart autoencoder, and at each milestone samples the same held-out
 validation captions (DDIM, 25 steps, fixed noise) and scores them with the quickstart's judge.
 It is the quickstart's LDM stage without Lightning's per-step overhead, for comparing training
-choices in equal steps; `key=value` overrides change the config as on main.py's command line.
-One JSON line per milestone goes to stdout (and to `--out`).
+choices in equal steps (the config's `budget_lr` decay runs over the last milestone's steps);
+`key=value` overrides change the config as on main.py's command line. One JSON line per
+milestone goes to stdout (and to `--out`).
 
 Examples:
     python scripts/benchmark_quickstart_ldm.py \\
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ldm.callbacks.budget_lr import budget_lr_factor  # noqa: E402
 from ldm.data.scenes import Scenes, render_scene  # noqa: E402
 from ldm.models.diffusion.ddim import DDIMSampler  # noqa: E402
 from ldm.modules.distributions.distributions import DiagonalGaussianDistribution  # noqa: E402
@@ -69,6 +71,17 @@ def optimizer_and_scheduler(configured: Any) -> tuple[torch.optim.Optimizer, Any
     if len(optimizers) != 1 or len(schedulers) != 1 or schedulers[0].get("interval") != "step":
         raise ValueError("only one optimizer with one per-step learning-rate scheduler is supported here")
     return optimizers[0], schedulers[0]["scheduler"]
+
+
+def budget_lr_options(config: Any) -> dict[str, float] | None:
+    """`decay_start` and `final_factor` of the config's `lightning.callbacks.budget_lr`
+    (`ldm.callbacks.budget_lr.BudgetLRDecay`), or None where it has none."""
+    callback = OmegaConf.select(config, "lightning.callbacks.budget_lr")
+    if callback is None:
+        return None
+    params = callback.get("params") or {}
+    return {"decay_start": float(params.get("decay_start", 0.0)),
+            "final_factor": float(params.get("final_factor", 0.0))}
 
 
 @torch.no_grad()
@@ -126,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     scales = [float(s) for s in args.scales.split(",")]
 
     model, config = build_model(args.base, args.first_stage, args.overrides)
+    budget = budget_lr_options(config)
+    if budget is not None and OmegaConf.select(config, "model.params.scheduler_config") is not None:
+        raise ValueError("the config has both a scheduler_config and the budget_lr callback; keep one")
     options = evaluation.scene_options(args.base)
     size, max_objects = options.pop("size"), options.pop("max_objects")
     train = Scenes(size=size, max_objects=max_objects, num_samples=args.train_scenes, **options)
@@ -137,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     batch_size = int(config.data.params.batch_size)
     model.learning_rate = float(config.model.base_learning_rate) * batch_size
     optimizer, scheduler = optimizer_and_scheduler(model.configure_optimizers())
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
 
     generator, step, train_seconds = torch.Generator().manual_seed(args.seed), 0, 0.0
     clock = StepClock()
@@ -146,6 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     while step < milestones[-1]:
         start = time.perf_counter()
         model.end_min_snr_offset_phase([optimizer])  # as the Lightning hook does
+        if budget is not None:  # as BudgetLRDecay does, with the last milestone as the run's budget
+            factor = budget_lr_factor(step / milestones[-1], **budget)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
         idx = torch.randint(0, len(captions), (batch_size,), generator=generator)
         batch = {"latent": moments[idx], "caption": [captions[i] for i in idx]}
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16-mixed"):
