@@ -12,7 +12,8 @@ Steps (each shown with its progress and time):
                                        data.params.latent_caches.train=<the cache of step 2>
 4. sample held-out captions without and with classifier-free guidance:  scripts/txt2img.py
 5. inpaint held-out scenes with the text model (mask-guided DDIM)
-6. train the small feature network for FID and precision/recall (`ldm.quickstart.features`)
+6. the small feature network for FID and precision/recall (`ldm.quickstart.features`): the one
+   shipped in models/quickstart/, or a new one where the config's scenes differ from its own
 7. measure (autoencoder PSNR/SSIM, judge accuracies, FID, precision/recall) and write the report.
 
 Everything goes to --outdir (default outputs/quickstart): the two training runs under `logs/`,
@@ -39,27 +40,42 @@ sys.path.insert(0, str(ROOT))
 
 logger = logging.getLogger("quickstart")
 
-# Settings of the full run (about 19 minutes on 2 CPU cores, see docs/quickstart.md: the training
-# budgets take 17 of them; in bf16 the autoencoder does in 4 minutes the updates that took 6 in
-# float32, and the LDM gets the other 2) and of the tiny smoke run. Step counts are caps: each
-# training also stops at its time budget (`lightning.trainer.max_time`), so a slow machine does
-# fewer steps and a GPU reaches the caps in a few minutes.
-# AE steps count both GAN optimizers (Lightning's global_step): 5400 = 2700 autoencoder updates,
-# the length of the autoencoder's learning-rate decay (configs/quickstart/autoencoder.yaml).
+# Settings of the full run (at most 20 minutes on 2 CPU cores, see docs/quickstart.md) and of the
+# tiny smoke run. The autoencoder trains for 4 minutes (in bf16 it does in 4 the updates that took
+# 6 in float32); the LDM gets what is left of the 19.5-minute deadline after the stages before it,
+# less 1.5 minutes for sampling, inpainting and measuring (`ldm_minutes`). Step counts are caps:
+# each training also stops at its time budget (`lightning.trainer.max_time`), and both decay their
+# learning rates over that budget (`ldm.callbacks.budget_lr`), so a slow machine does fewer steps
+# that end at the low rate and a GPU reaches the caps in a few minutes.
+# AE steps count both GAN optimizers (Lightning's global_step): 5400 = 2700 autoencoder updates.
 # Guidance 2: the best scale for the quickstart's v-prediction model on 512 validation captions
 # other than the report's (79.9% vs 75.6% at 3; docs/quickstart.md, "The guidance scale").
 SETTINGS = {
-    "full": dict(ae_steps=5400, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=13.0, batch_size=None,
+    "full": dict(ae_steps=5400, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=None, batch_size=None,
+                 deadline_minutes=19.5, tail_minutes=1.5,
                  n_eval=256, sample_steps=25, guidance_scale=2.0, feature_steps=400, n_inpaint=64),
     "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
+                 deadline_minutes=None, tail_minutes=None,
                  n_eval=16, sample_steps=3, guidance_scale=2.0, feature_steps=4, n_inpaint=8),
 }
+
+
+def ldm_minutes(cfg: dict, elapsed_s: float) -> float:
+    """The LDM's time budget: `ldm_minutes` where set, else what is left of `deadline_minutes`
+    after the `elapsed_s` seconds of the stages before it, less `tail_minutes` for the stages
+    after it (sampling, inpainting, measuring), so that a slower machine keeps the deadline with
+    fewer steps; at least one minute."""
+    if cfg["ldm_minutes"] is not None:
+        return float(cfg["ldm_minutes"])
+    return max(1.0, cfg["deadline_minutes"] - cfg["tail_minutes"] - elapsed_s / 60.0)
 
 # console lines of the subprocesses not shown (they stay in the stage's log file): warnings, and
 # Lightning's note that its model summary counts bf16-mixed weights as 32-bit
 NOISE = ("Warning", "warn(", "deprecated", "not supported by the model summary")
 
 AE_CONFIG, LDM_CONFIG = "configs/quickstart/autoencoder.yaml", "configs/quickstart/txt2img.yaml"
+# the FID feature network trained on the quickstart's scenes (ldm/quickstart/features.py says how)
+SHIPPED_FEATURES = ROOT / "models" / "quickstart" / "scenes_features.pt"
 
 
 class Progress:
@@ -272,10 +288,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--limit", "64"]
         run(cmd, console / "cache_latents.log")
 
+    budget = round(ldm_minutes(cfg, time.time() - progress.start), 2)
     with progress.stage("train the text-to-image LDM (configs/quickstart/txt2img.yaml)"):
+        print(f"    time budget {budget:g} min", flush=True)
         extra = [*ldm_models, f"data.params.latent_caches.train={cache}"]
         ldm_ckpt = train_stage(args.python, LDM_CONFIG, "txt2img", outdir / "logs",
-                               cfg["ldm_steps"], cfg["ldm_minutes"], cfg["batch_size"], precision, extra,
+                               cfg["ldm_steps"], budget, cfg["batch_size"], precision, extra,
                                console / "txt2img.log", args.tiny)
         ldm_run = newest_run(outdir / "logs", "txt2img")
 
@@ -309,13 +327,20 @@ def main(argv: list[str] | None = None) -> int:
         for i, img in zip(idx, inpainted):
             Image.fromarray(img).save(inpaint_dir / f"{i:05d}.png")
 
-    with progress.stage("train the feature network for FID (ldm.quickstart.features)"):
-        from ldm.quickstart.features import ScenesFeatureExtractor, train_feature_network
+    with progress.stage("the feature network for FID (ldm.quickstart.features)"):
+        from ldm.quickstart.features import ScenesFeatureExtractor, train_feature_network, trained_on
 
         feature_ckpt = outdir / "scenes_features.pt"
-        feature_metrics = train_feature_network(feature_ckpt, steps=cfg["feature_steps"],
-                                                batch_size=128 if not args.tiny else 16, size=image_size,
-                                                **scenes)
+        if trained_on(SHIPPED_FEATURES, size=image_size, **scenes):  # the same network in every run
+            shutil.copyfile(SHIPPED_FEATURES, feature_ckpt)
+            feature_metrics = torch.load(feature_ckpt, map_location="cpu", weights_only=True)["metrics"]
+            feature_source = str(SHIPPED_FEATURES.relative_to(ROOT))
+            print(f"    shipped network {feature_source}", flush=True)
+        else:  # the config's scenes differ from those it was trained on
+            feature_metrics = train_feature_network(feature_ckpt, steps=cfg["feature_steps"],
+                                                    batch_size=128 if not args.tiny else 16, size=image_size,
+                                                    **scenes)
+            feature_source = "trained in this run"
 
     with progress.stage("measure and write the report"):
         # Lightning's global_step counts the steps of both GAN optimizers: updates = global_step // 2
@@ -323,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                                       **evaluation.autoencoder_metrics(model.first_stage_model, real))
         results["autoencoder"]["latent_shape"] = "x".join(map(str, results["autoencoder"]["latent_shape"]))
         results["diffusion"] = {
-            "steps": trained_steps(ldm_ckpt), "scale_factor": float(model.scale_factor),
+            "steps": trained_steps(ldm_ckpt), "time_budget_min": budget, "scale_factor": float(model.scale_factor),
             "unet_params_m": sum(p.numel() for p in model.model.parameters()) / 1e6,
             "text_params_m": sum(p.numel() for p in model.cond_stage_model.parameters()) / 1e6,
             "sampler": f"DDIM, {cfg['sample_steps']} steps, eta 0"}
@@ -334,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             results["judge"][name], verdicts[name] = evaluation.judge_scores(images, captions)
         extractor = ScenesFeatureExtractor(feature_ckpt)
         results["fid"] = {"n_reference": len(real), "feature_dim": extractor.feature_dim,
-                          "feature_network": feature_metrics,
+                          "feature_network": feature_metrics, "feature_network_source": feature_source,
                           "samples": {name: evaluation.fid_precision_recall(extractor, real, images)
                                       for name, images in samples.items()}}
         recs = reconstructions(model, real)

@@ -7,16 +7,21 @@ are, and the kind of background. Its pooled penultimate activations are the feat
 sensitive to exactly what the scenes vary in. Numbers in this space are comparable only with
 each other (same network, same data), not with the paper's Inception FIDs.
 
-Train it (about a minute on 2 CPU cores):
+The quickstart uses the network shipped in `models/quickstart/scenes_features.pt`, trained on its
+scenes by
 
-    python -m ldm.quickstart.features --out outputs/quickstart/scenes_features.pt
+    python -m ldm.quickstart.features --config configs/quickstart/txt2img.yaml --steps 3000 \
+        --out models/quickstart/scenes_features.pt
 
-and use it with the metrics of `ldm.eval` as `ScenesFeatureExtractor(checkpoint)` (or by import
-path, `build_feature_extractor("ldm.quickstart.features.ScenesFeatureExtractor", checkpoint=...)`).
+so that its FIDs are comparable from run to run (it trains a new one where the scenes of the
+config differ from those the shipped network was trained on). Use a network with the metrics
+of `ldm.eval` as `ScenesFeatureExtractor(checkpoint)`, or by import path as
+`build_feature_extractor("ldm.quickstart.features.ScenesFeatureExtractor", checkpoint=...)`.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -121,10 +126,26 @@ def train_feature_network(out: str | Path, steps: int = 600, batch_size: int = 1
     metrics = evaluate_feature_network(net, val)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
+    scenes = {"size": size, "max_objects": max_objects, **scene_options}
     torch.save({"state_dict": net.state_dict(), "input_size": size, "metrics": metrics,
-                "steps": steps}, path)
+                "steps": steps, "scenes": _plain(scenes)}, path)
     logger.info("feature network saved to %s: %s", path, metrics)
     return metrics
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    """Scene options as plain JSON values (tuples become lists), for storing and comparing."""
+    return json.loads(json.dumps(options))
+
+
+def trained_on(checkpoint: str | Path, size: int, max_objects: int, **scene_options: Any) -> bool:
+    """Whether the network in `checkpoint` was trained on scenes with exactly these options
+    (False where the file is missing or records no options)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        return False
+    stored = torch.load(path, map_location="cpu", weights_only=True).get("scenes")
+    return stored == _plain({"size": size, "max_objects": max_objects, **scene_options})
 
 
 @torch.no_grad()
@@ -177,15 +198,22 @@ def image_features(extractor: ScenesFeatureExtractor, images: np.ndarray, batch_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the scenes feature network for FID / precision-recall.")
     parser.add_argument("--out", required=True, help="checkpoint file to write")
+    parser.add_argument("--config", help="train on the scenes of this config's train data (size, objects, "
+                                         "backgrounds), e.g. configs/quickstart/txt2img.yaml")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--size", type=int, default=32, help="image side the network sees")
+    parser.add_argument("--size", type=int, default=32, help="image side (without --config)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    metrics = train_feature_network(args.out, steps=args.steps, batch_size=args.batch_size, size=args.size,
-                                    seed=args.seed)
+    scenes: dict[str, Any] = {"size": args.size}
+    if args.config:
+        from ldm.quickstart.evaluation import scene_options
+
+        scenes = scene_options(args.config)
+    metrics = train_feature_network(args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                                    **scenes)
     logger.info("validation: %s", " ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
     return 0
 

@@ -112,7 +112,9 @@ def render_markdown(results: Mapping[str, Any], grid_name: str | None = None,
               f"Reconstruction on {ae.get('n_eval', '?')} validation scenes: "
               f"PSNR **{_fmt(ae.get('psnr'), 2)} dB**, SSIM **{_fmt(ae.get('ssim'), 4)}**.", ""]
     lines += ["## Text-to-image latent diffusion", "",
-              f"{ldm.get('steps', '?')} training steps, {_fmt(ldm.get('unet_params_m'), 2)}M UNet parameters, "
+              f"{ldm.get('steps', '?')} training steps"
+              + (f" (time budget {ldm['time_budget_min']:g} min)" if ldm.get("time_budget_min") else "")
+              + f", {_fmt(ldm.get('unet_params_m'), 2)}M UNet parameters, "
               f"{_fmt(ldm.get('text_params_m'), 2)}M text-encoder parameters, scale_factor "
               f"{_fmt(ldm.get('scale_factor'), 4)}; sampler: {ldm.get('sampler', '?')}.", ""]
     judge_real = r.get("judge_on_real", {})
@@ -135,8 +137,9 @@ def render_markdown(results: Mapping[str, Any], grid_name: str | None = None,
     if fid:
         lines += ["## FID and precision/recall", "",
                   f"Against {fid.get('n_reference', '?')} real validation scenes, in the feature space of a "
-                  f"small network trained here on the scenes (`ldm.quickstart.features`, "
-                  f"{fid.get('feature_dim', '?')}-d; not comparable with Inception FIDs).", "",
+                  f"small network trained on the scenes (`ldm.quickstart.features`, "
+                  f"{fid.get('feature_dim', '?')}-d, {fid.get('feature_network_source', 'trained in this run')}; "
+                  "not comparable with Inception FIDs).", "",
                   "| samples | FID | precision | recall |", "| --- | --- | --- | --- |"]
         for name, s in fid.get("samples", {}).items():
             lines.append(f"| {name} | {_fmt(s.get('fid'), 2)} | {_fmt(s.get('precision'))} | {_fmt(s.get('recall'))} |")

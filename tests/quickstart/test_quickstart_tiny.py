@@ -66,6 +66,9 @@ def test_report_parses_and_holds_the_figures(tiny_run):
     for scores in report["fid"]["samples"].values():
         assert scores["fid"] >= 0 and 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
     assert report["inpainting"]["n"] == 8
+    # the FID features come from the shipped network, copied into the output folder
+    assert report["fid"]["feature_network_source"] == "models/quickstart/scenes_features.pt"
+    assert (outdir / "scenes_features.pt").read_bytes() == (ROOT / "models/quickstart/scenes_features.pt").read_bytes()
     assert report["timings"]["total"] > 0
     text = (outdir / "report.md").read_text()
     assert "# Quickstart report" in text and "samples_grid.png" in text

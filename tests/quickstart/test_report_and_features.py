@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from ldm.quickstart import report
-from ldm.quickstart.features import ScenesFeatureExtractor, image_features, train_feature_network
+from ldm.quickstart.features import ScenesFeatureExtractor, image_features, train_feature_network, trained_on
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def sample_results() -> dict:
@@ -67,3 +70,31 @@ def test_feature_extractor_plugs_into_ldm_eval(tmp_path):
     train_feature_network(ckpt, steps=1, batch_size=4, size=32)
     extractor = build_feature_extractor("ldm.quickstart.features.ScenesFeatureExtractor", checkpoint=ckpt)
     assert extractor.name == "scenes-cnn"
+
+
+def test_trained_on_compares_the_scene_options(tmp_path):
+    ckpt = tmp_path / "features.pt"
+    train_feature_network(ckpt, steps=1, batch_size=4, size=32, max_objects=2, object_size=(0.3, 0.45))
+    assert trained_on(ckpt, size=32, max_objects=2, object_size=[0.3, 0.45])  # tuple or list alike
+    assert not trained_on(ckpt, size=32, max_objects=2, object_size=[0.3, 0.5])
+    assert not trained_on(ckpt, size=32, max_objects=3, object_size=[0.3, 0.45])
+    assert not trained_on(tmp_path / "missing.pt", size=32, max_objects=2)
+
+
+def test_the_shipped_network_fits_the_quickstart_scenes_and_recognises_them():
+    """models/quickstart/scenes_features.pt: trained on the quickstart config's scenes, and its
+    recorded validation accuracies are what it scores (the FID features separate the classes)."""
+    from ldm.data.scenes import Scenes
+    from ldm.quickstart.evaluation import scene_options
+    from ldm.quickstart.features import ScenesNet, evaluate_feature_network
+
+    torch.set_num_threads(1)
+    shipped = REPO / "models" / "quickstart" / "scenes_features.pt"
+    options = scene_options(REPO / "configs" / "quickstart" / "txt2img.yaml")
+    assert trained_on(shipped, **options)
+    state = torch.load(shipped, map_location="cpu", weights_only=True)
+    net = ScenesNet(input_size=state["input_size"])
+    net.load_state_dict(state["state_dict"])
+    metrics = evaluate_feature_network(net, Scenes(split="validation", **options))
+    assert metrics == pytest.approx(state["metrics"], abs=0.01)
+    assert metrics["classes_exact"] >= 0.97 and metrics["count"] >= 0.99
