@@ -69,9 +69,10 @@ def ldm_minutes(cfg: dict, elapsed_s: float) -> float:
         return float(cfg["ldm_minutes"])
     return max(1.0, cfg["deadline_minutes"] - cfg["tail_minutes"] - elapsed_s / 60.0)
 
-# console lines of the subprocesses not shown (they stay in the stage's log file): warnings, and
-# Lightning's note that its model summary counts bf16-mixed weights as 32-bit
-NOISE = ("Warning", "warn(", "deprecated", "not supported by the model summary")
+# console lines of the subprocesses not shown (they stay in the stage's log file): warnings,
+# Lightning's note that its model summary counts bf16-mixed weights as 32-bit, and its warning
+# about modules in eval mode (the LDM's frozen autoencoder, on purpose)
+NOISE = ("Warning", "warn(", "deprecated", "not supported by the model summary", "module(s) in eval mode")
 
 AE_CONFIG, LDM_CONFIG = "configs/quickstart/autoencoder.yaml", "configs/quickstart/txt2img.yaml"
 # the FID feature network trained on the quickstart's scenes (ldm/quickstart/features.py says how)
