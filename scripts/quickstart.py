@@ -301,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     # evaluation draws the same kind of scenes (size, objects, backgrounds) as the LDM's training data
     scenes = evaluation.scene_options(ROOT / LDM_CONFIG)
     image_size = int(scenes.pop("size"))
-    real, captions, val_set = evaluation.validation_scenes(image_size, cfg["n_eval"], seed=0, **scenes)
+    # the first n_eval validation scenes are the references; the next n_eval, other real scenes, give
+    # the FID of real against real at this sample size (the floor the samples' FIDs are read against)
+    n_eval = cfg["n_eval"]
+    real, captions, val_set = evaluation.validation_scenes(image_size, 2 * n_eval, seed=0, **scenes)
+    real, other_real, captions = real[:n_eval], real[n_eval:], captions[:n_eval]
     prompts_file = outdir / "samples" / "prompts.txt"
     prompts_file.write_text("\n".join(captions) + "\n", encoding="utf-8")
     scales = {"no guidance (scale 1)": 1.0, f"guidance scale {cfg['guidance_scale']:g}": cfg["guidance_scale"]}
@@ -365,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                                       for name, images in samples.items()}}
         recs = reconstructions(model, real)
         results["fid"]["samples"]["autoencoder reconstructions"] = evaluation.fid_precision_recall(extractor, real, recs)
+        results["fid"]["samples"]["other real scenes"] = evaluation.fid_precision_recall(extractor, real, other_real)
         # what the first stage lets through: the judge on reconstructions of the real scenes
         results["judge_on_reconstructions"], _ = evaluation.judge_scores(recs, captions)
         inpaint_summary, inpaint_ok = evaluation.judge_scores(inpainted, [captions[i] for i in idx])

@@ -144,6 +144,9 @@ def render_markdown(results: Mapping[str, Any], grid_name: str | None = None,
         for name, s in fid.get("samples", {}).items():
             lines.append(f"| {name} | {_fmt(s.get('fid'), 2)} | {_fmt(s.get('precision'))} | {_fmt(s.get('recall'))} |")
         lines += [""]
+        if "other real scenes" in fid.get("samples", {}):
+            lines += ["\"other real scenes\" are as many further real validation scenes: the FID that real "
+                      "images get at this sample size, the floor to read the others against.", ""]
     inpaint = r.get("inpainting", {})
     if inpaint:
         lines += ["## Inpainting", "",

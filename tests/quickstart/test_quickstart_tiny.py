@@ -63,7 +63,9 @@ def test_report_parses_and_holds_the_figures(tiny_run):
     for scores in report["judge"].values():
         assert 0.0 <= scores["caption_accuracy"] <= scores["attribute_accuracy"] <= 1.0 or \
             scores["caption_accuracy"] <= 1.0
-    for scores in report["fid"]["samples"].values():
+    fids = report["fid"]["samples"]
+    assert {"autoencoder reconstructions", "other real scenes"} <= set(fids)
+    for scores in fids.values():
         assert scores["fid"] >= 0 and 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
     assert report["inpainting"]["n"] == 8
     # the FID features come from the shipped network, copied into the output folder

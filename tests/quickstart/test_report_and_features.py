@@ -27,7 +27,8 @@ def sample_results() -> dict:
         "judge_on_real": dict(accuracies, caption_accuracy=1.0),
         "judge": {"no guidance (scale 1)": accuracies, "guidance scale 3": dict(accuracies, caption_accuracy=0.875)},
         "fid": {"n_reference": 4, "feature_dim": 128,
-                "samples": {"guidance scale 3": {"fid": 12.25, "precision": 0.5, "recall": 0.25}}},
+                "samples": {"guidance scale 3": {"fid": 12.25, "precision": 0.5, "recall": 0.25},
+                            "other real scenes": {"fid": 3.5, "precision": 1.0, "recall": 1.0}}},
         "inpainting": {"method": "mask-guided DDIM", "n": 4, "caption_accuracy": 0.5,
                        "attribute_accuracy": 0.7, "psnr_in_hole": 15.0},
     }
@@ -43,8 +44,8 @@ def test_write_report_writes_markdown_json_and_grids(tmp_path):
     assert data["judge"]["guidance scale 3"]["caption_accuracy"] == 0.875
     assert data["files"]["grid"].endswith("samples_grid.png")
     text = paths["markdown"].read_text()
-    for expected in ("87.5%", "25.50 dB", "3x8x8", "12.25", "![prompts and samples](samples_grid.png)",
-                     "![inpainting](inpainting_grid.png)"):
+    for expected in ("87.5%", "25.50 dB", "3x8x8", "12.25", "| other real scenes | 3.50 |", "the floor",
+                     "![prompts and samples](samples_grid.png)", "![inpainting](inpainting_grid.png)"):
         assert expected in text
     assert paths["grid"].is_file() and paths["inpaint_grid"].is_file()
 
