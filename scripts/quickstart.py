@@ -44,9 +44,10 @@ logger = logging.getLogger("quickstart")
 # tiny smoke run. The autoencoder trains for 4 minutes (in bf16 it does in 4 the updates that took
 # 6 in float32); the LDM gets what is left of the 19.5-minute deadline after the stages before it,
 # less 1.5 minutes for sampling, inpainting and measuring (`ldm_minutes`). Step counts are caps:
-# each training also stops at its time budget (`lightning.trainer.max_time`), and both decay their
-# learning rates over that budget (`ldm.callbacks.budget_lr`), so a slow machine does fewer steps
-# that end at the low rate and a GPU reaches the caps in a few minutes.
+# each training also stops at its time budget (`lightning.trainer.max_time`), so a slow machine
+# does fewer steps and a GPU reaches the caps in a few minutes. The LDM decays its learning rate
+# over its budget (`ldm.callbacks.budget_lr`), so that a run cut short by the clock still ends at
+# the low rate; the autoencoder decays it per update over 2700 updates.
 # AE steps count both GAN optimizers (Lightning's global_step): 5400 = 2700 autoencoder updates.
 # Guidance 2: the best scale for the quickstart's v-prediction model on 512 validation captions
 # other than the report's (79.9% vs 75.6% at 3; docs/quickstart.md, "The guidance scale").
@@ -68,6 +69,7 @@ def ldm_minutes(cfg: dict, elapsed_s: float) -> float:
     if cfg["ldm_minutes"] is not None:
         return float(cfg["ldm_minutes"])
     return max(1.0, cfg["deadline_minutes"] - cfg["tail_minutes"] - elapsed_s / 60.0)
+
 
 # console lines of the subprocesses not shown (they stay in the stage's log file): warnings,
 # Lightning's note that its model summary counts bf16-mixed weights as 32-bit, and its warning
