@@ -76,12 +76,11 @@ def optimizer_and_scheduler(configured: Any) -> tuple[torch.optim.Optimizer, Any
 def budget_lr_options(config: Any) -> dict[str, float] | None:
     """`decay_start` and `final_factor` of the config's `lightning.callbacks.budget_lr`
     (`ldm.callbacks.budget_lr.BudgetLRDecay`), or None where it has none."""
-    callback = OmegaConf.select(config, "lightning.callbacks.budget_lr")
-    if callback is None:
+    node = OmegaConf.select(config, "lightning.callbacks.budget_lr")
+    if node is None:
         return None
-    params = callback.get("params") or {}
-    return {"decay_start": float(params.get("decay_start", 0.0)),
-            "final_factor": float(params.get("final_factor", 0.0))}
+    callback = instantiate_from_config(node, path="lightning.callbacks.budget_lr")  # its defaults and checks
+    return {"decay_start": callback.decay_start, "final_factor": callback.final_factor}
 
 
 @torch.no_grad()

@@ -82,6 +82,18 @@ def test_trained_on_compares_the_scene_options(tmp_path):
     assert not trained_on(tmp_path / "missing.pt", size=32, max_objects=2)
 
 
+def test_features_cli_trains_on_the_scenes_of_a_config(tmp_path):
+    from ldm.quickstart.evaluation import scene_options
+    from ldm.quickstart.features import main
+
+    torch.set_num_threads(1)
+    config = REPO / "configs" / "quickstart" / "txt2img.yaml"
+    out = tmp_path / "features.pt"
+    assert main(["--config", str(config), "--steps", "1", "--batch-size", "4", "--out", str(out)]) == 0
+    assert trained_on(out, **scene_options(config))
+    assert not trained_on(out, **dict(scene_options(config), max_objects=3))
+
+
 def test_the_shipped_network_fits_the_quickstart_scenes_and_recognises_them():
     """models/quickstart/scenes_features.pt: trained on the quickstart config's scenes, and its
     recorded validation accuracies are what it scores (the FID features separate the classes)."""
