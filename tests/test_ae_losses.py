@@ -181,6 +181,31 @@ def test_conditional_discriminator_and_bad_options(lpips_files):
         VQLPIPSWithDiscriminator(disc_start=0, perceptual_weight=0, pixel_loss="l3")
 
 
+@pytest.mark.parametrize("pixel_loss", ["l1", "l2"])
+def test_gradient_weight_adds_the_pixel_loss_of_the_error_differences(pixel_loss):
+    torch.manual_seed(0)
+    x, xrec = torch.randn(2, 3, 5, 6), torch.randn(2, 3, 5, 6)
+    plain = LPIPSWithDiscriminator(disc_start=0, perceptual_weight=0, pixel_loss=pixel_loss)
+    sharp = LPIPSWithDiscriminator(disc_start=0, perceptual_weight=0, pixel_loss=pixel_loss, gradient_weight=2.5)
+    e = x - xrec
+    f = (lambda t: t.abs()) if pixel_loss == "l1" else (lambda t: t.pow(2))
+    expected = f(e).clone()
+    expected[..., :, :-1] += 2.5 * f(e[..., :, 1:] - e[..., :, :-1])   # last column: no right neighbour
+    expected[..., :-1, :] += 2.5 * f(e[..., 1:, :] - e[..., :-1, :])   # last row: no lower neighbour
+    torch.testing.assert_close(sharp.reconstruction_loss(x, xrec), expected)
+    torch.testing.assert_close(plain.reconstruction_loss(x, xrec), f(e))
+    # a constant error has no differences: the term adds nothing; an edge shifted by one pixel does
+    flat = torch.zeros(1, 1, 4, 4)
+    torch.testing.assert_close(sharp.reconstruction_loss(flat + 0.3, flat), plain.reconstruction_loss(flat + 0.3, flat))
+    step = torch.zeros(1, 1, 4, 4)
+    step[..., 2:] = 1.0
+    shifted = torch.zeros(1, 1, 4, 4)
+    shifted[..., 3:] = 1.0
+    assert sharp.reconstruction_loss(step, shifted).sum() > plain.reconstruction_loss(step, shifted).sum()
+    with pytest.raises(ValueError, match="gradient_weight"):
+        LPIPSWithDiscriminator(disc_start=0, perceptual_weight=0, gradient_weight=-1.0)
+
+
 # ---- Lightning training ------------------------------------------------------------------------
 
 class ImageFolder(Dataset):
