@@ -45,9 +45,9 @@ logger = logging.getLogger("quickstart")
 # 6 in float32); the LDM gets what is left of the 19.5-minute deadline after the stages before it,
 # less 1.5 minutes for sampling, inpainting and measuring (`ldm_minutes`). Step counts are caps:
 # each training also stops at its time budget (`lightning.trainer.max_time`), so a slow machine
-# does fewer steps and a GPU reaches the caps in a few minutes. The LDM decays its learning rate
-# over its budget (`ldm.callbacks.budget_lr`), so that a run cut short by the clock still ends at
-# the low rate; the autoencoder decays it per update over 2700 updates.
+# does fewer steps and a GPU reaches the caps in a few minutes. Both trainings decay their
+# learning rate over their budget (`ldm.callbacks.budget_lr`), so that a run cut short by the
+# clock still ends at the low rate.
 # AE steps count both GAN optimizers (Lightning's global_step): 5400 = 2700 autoencoder updates.
 # Guidance 2: the best scale for the quickstart's v-prediction model on 512 validation captions
 # other than the report's (79.9% vs 75.6% at 3; docs/quickstart.md, "The guidance scale").
