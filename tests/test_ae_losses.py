@@ -361,3 +361,33 @@ def test_lr_schedule_steps_both_optimizers(image_folder):
     assert f == pytest.approx(0.5)
     assert opt_ae.param_groups[0]["lr"] == pytest.approx(2e-4 * f)
     assert opt_disc.param_groups[0]["lr"] == pytest.approx(1e-4 * f)
+
+
+def test_budget_lr_decays_both_gan_optimizers_over_the_budget(image_folder):
+    """The quickstart autoencoder's schedule: `BudgetLRDecay` over a step budget that Lightning
+    counts in steps of both optimizers; the AE (lr * lr_g_factor) and the discriminator follow it."""
+    from ldm.callbacks.budget_lr import BudgetLRDecay, budget_lr_factor
+
+    torch.manual_seed(0)
+    model = AutoencoderKL(ddconfig=DDCONFIG, embed_dim=4, lr_g_factor=2.0, lossconfig={
+        "target": "ldm.modules.losses.LPIPSWithDiscriminator",
+        "params": {"disc_start": 100001, "kl_weight": 1e-6, "perceptual_weight": 0.0, "pixel_loss": "l2",
+                   "gradient_weight": 6.0, "disc_num_layers": 2, "disc_ndf": 16}})
+    model.learning_rate = 1e-3
+
+    class Rates(pl.Callback):
+        def __init__(self):
+            self.rows = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            opt_ae, opt_disc = trainer.optimizers
+            self.rows.append((trainer.global_step, opt_ae.param_groups[0]["lr"], opt_disc.param_groups[0]["lr"]))
+
+    rates = Rates()  # runs after BudgetLRDecay's hook: callbacks run in list order
+    _trainer(max_steps=16, callbacks=[BudgetLRDecay(decay_start=0.5, final_factor=0.02), rates]).fit(
+        model, DataLoader(ImageFolder(image_folder), batch_size=1))  # 8 updates of both optimizers
+    assert [r[0] for r in rates.rows] == list(range(0, 16, 2))
+    for step, lr_ae, lr_disc in rates.rows:
+        f = budget_lr_factor(step / 16, decay_start=0.5, final_factor=0.02)
+        assert lr_ae == pytest.approx(2e-3 * f) and lr_disc == pytest.approx(1e-3 * f)
+    assert rates.rows[3][1] == pytest.approx(2e-3) and rates.rows[-1][1] < 0.2 * 2e-3

@@ -66,7 +66,8 @@ class LPIPSWithDiscriminator(AdversarialTerms):
         return diff.abs() if self.pixel_loss == "l1" else diff.pow(2)
 
     def reconstruction_loss(self, inputs: Tensor, reconstructions: Tensor) -> Tensor:
-        """Per-pixel pixel loss + perceptual_weight * LPIPS (broadcast), shape of `inputs`."""
+        """Per-pixel pixel loss (+ gradient_weight * the pixel loss of the error's differences)
+        + perceptual_weight * LPIPS (broadcast), shape of `inputs`."""
         diff = inputs.contiguous() - reconstructions.contiguous()
         rec = self.pixel_weight * self._pixel(diff)
         if self.gradient_weight > 0:
