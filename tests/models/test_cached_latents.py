@@ -61,6 +61,35 @@ def test_writer_and_reader_round_trip(tmp_path):
         read_index(tmp_path / "cache")
 
 
+def test_reader_opens_each_shard_once_and_closes_the_least_recently_used(tmp_path, monkeypatch):
+    import pickle
+
+    import ldm.data.cached_latents as cached
+
+    writer = CachedLatentsWriter(tmp_path / "cache", "latent", shard_size=2, dtype="float32")
+    latents = torch.randn(7, 3, 2, 2)
+    writer.add(latents, fields={"txt": [f"c{i}" for i in range(7)]})
+    writer.close()
+    opened = []
+    real_open = cached.safe_open
+    monkeypatch.setattr(cached, "safe_open", lambda path, **kw: opened.append(path) or real_open(path, **kw))
+    monkeypatch.setattr(cached, "MAX_OPEN_SHARDS", 2)
+    data = CachedLatents(tmp_path / "cache")
+    order = [0, 1, 0, 1, 2, 3, 2, 0, 6, 5, 4]  # shards 0 0 0 0 1 1 1 0 3 2 2
+    for i in order:
+        sample = data[i]
+        assert torch.equal(sample["latent"], latents[i]) and sample["txt"] == f"c{i}"
+    names = [p.rsplit("/", 1)[-1] for p in opened]
+    # shard 0 stays open while shard 1 is read; shard 3 evicts shard 1, shard 2 evicts shard 0
+    assert names == ["shard-000000.safetensors", "shard-000001.safetensors",
+                     "shard-000003.safetensors", "shard-000002.safetensors"]
+    assert list(data._open) == [3, 2]
+    copy_ = pickle.loads(pickle.dumps(data))  # what a DataLoader worker gets: no open handles
+    assert len(copy_._open) == 0 and torch.equal(copy_[5]["latent"], latents[5])
+    batch = next(iter(DataLoader(data, batch_size=7, num_workers=1)))
+    assert torch.equal(batch["latent"], latents) and batch["txt"] == [f"c{i}" for i in range(7)]
+
+
 def model_config() -> dict:
     """A tiny class-conditional LatentDiffusion with a frozen class encoder (so it is cached)."""
     unet = copy.deepcopy(UNET_XATTN)
