@@ -17,6 +17,7 @@ from ldm.data.cached_latents import (
     CachedLatentsWriter,
     read_index,
 )
+from ldm.models.diffusion.conditioning import batch_to_tensor
 from ldm.util import instantiate_from_config
 from tests.models.tiny import LDM, TINY_KL, UNET_XATTN, BlobImages
 
@@ -119,7 +120,7 @@ def load_script():
 BLOBS = {"target": "tests.models.tiny.BlobImages", "params": {"length": 10}}
 
 
-def make_cache(tmp_path, model_cfg: dict) -> torch.nn.Module:
+def make_cache(tmp_path, model_cfg: dict, extra: tuple[str, ...] = ()) -> torch.nn.Module:
     """A model from `model_cfg` and the cache of its training data (BlobImages) in tmp_path/cache."""
     torch.manual_seed(0)
     config = {"model": model_cfg, "data": {"target": "ldm.data.datamodule.DataModuleFromConfig", "params": {
@@ -131,7 +132,8 @@ def make_cache(tmp_path, model_cfg: dict) -> torch.nn.Module:
     torch.save({"state_dict": model.state_dict()}, ckpt)
     script = load_script()
     assert script.main(["--base", str(config_path), "--ckpt", str(ckpt), "--out", str(tmp_path / "cache"),
-                        "--batch-size", "4", "--shard-size", "6", "--dtype", "float32", "--device", "cpu"]) == 0
+                        "--batch-size", "4", "--shard-size", "6", "--dtype", "float32", "--device", "cpu",
+                        *extra]) == 0
     return model
 
 
@@ -169,6 +171,28 @@ def test_cache_script_and_training_on_the_cache(tmp_path):
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, DataLoader(CachedLatents(tmp_path / "cache"), batch_size=4, shuffle=True))
     assert trainer.global_step == 4 and not calls
+
+
+def test_cache_script_encodes_under_bf16_autocast_when_asked(tmp_path):
+    model = make_cache(tmp_path, model_config(), extra=("--precision", "bf16-mixed"))
+    index = read_index(tmp_path / "cache")
+    assert index["provenance"]["precision"] == "bf16-mixed"
+    cached = CachedLatents(tmp_path / "cache")
+    model.eval()
+    full, half = [], []
+    with torch.no_grad():
+        for batch in DataLoader(BlobImages(length=10), batch_size=4):  # the script's batches
+            x = batch_to_tensor(batch, "image")
+            full.append(model.first_stage_model.encode(x).parameters)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                half.append(model.first_stage_model.encode(x).parameters.float())
+    full, half = torch.cat(full), torch.cat(half)
+    moments = torch.stack([cached[i]["latent"] for i in range(10)])
+    assert moments.dtype == torch.float32
+    torch.testing.assert_close(moments, half)  # what training in bf16 without a cache would encode
+    assert not torch.allclose(moments, full, atol=1e-4) and torch.allclose(moments, full, atol=0.1)
+    with pytest.raises(SystemExit):
+        load_script().parse_args(["--base", "x.yaml", "--out", "y", "--precision", "bf17"])
 
 
 def test_datamodule_reads_a_latent_cache_and_scale_by_std_uses_it(tmp_path):
