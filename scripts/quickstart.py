@@ -43,7 +43,8 @@ logger = logging.getLogger("quickstart")
 # Settings of the full run (at most 20 minutes on 2 CPU cores, see docs/quickstart.md) and of the
 # tiny smoke run. The autoencoder trains for 4 minutes (in bf16 it does in 4 the updates that took
 # 6 in float32); the LDM gets what is left of the 19.5-minute deadline after the stages before it,
-# less 1.5 minutes for sampling, inpainting and measuring (`ldm_minutes`). Step counts are caps:
+# less 1.25 minutes for sampling, inpainting and measuring (`ldm_minutes`; they took 55-66 s on
+# 2 cores, and the LDM's start-up 8-10 s more than its budget). Step counts are caps:
 # each training also stops at its time budget (`lightning.trainer.max_time`), so a slow machine
 # does fewer steps and a GPU reaches the caps in a few minutes. Both trainings decay their
 # learning rate over their budget (`ldm.callbacks.budget_lr`), so that a run cut short by the
@@ -53,7 +54,7 @@ logger = logging.getLogger("quickstart")
 # other than the report's (79.9% vs 75.6% at 3; docs/quickstart.md, "The guidance scale").
 SETTINGS = {
     "full": dict(ae_steps=5400, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=None, batch_size=None,
-                 deadline_minutes=19.5, tail_minutes=1.5,
+                 deadline_minutes=19.5, tail_minutes=1.25,
                  n_eval=256, sample_steps=25, guidance_scale=2.0, feature_steps=400, n_inpaint=64),
     "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
                  deadline_minutes=None, tail_minutes=None,
