@@ -14,13 +14,15 @@ import os
 import signal
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 logger = logging.getLogger(__name__)
 
 
 class CheckpointOnInterrupt(pl.Callback):
     """Save `<ckptdir>/last.ckpt` on an exception, on KeyboardInterrupt, on SIGUSR1 and at the end
-    of training when no checkpoint holds the final step.
+    of training when no checkpoint holds the final step (and the run's ModelCheckpoint will not
+    write one).
 
     Args:
         ckptdir: the run's checkpoint folder.
@@ -63,7 +65,21 @@ class CheckpointOnInterrupt(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step > 0 and self._saved_step != trainer.global_step:
+            if self._model_checkpoint_writes_last(trainer):
+                return  # it runs after this callback; writing here too left last.ckpt and last-v1.ckpt
             self.save(trainer, reason=f"training ended at step {trainer.global_step} after the last checkpoint")
+
+    def _model_checkpoint_writes_last(self, trainer: pl.Trainer) -> bool:
+        """Whether a ModelCheckpoint will write this folder's last.ckpt at the end of training:
+        Lightning's (2.5 and later) does so in its `on_train_end` when it has not written one
+        during the run. Lightning calls checkpoint callbacks after all others."""
+        for callback in trainer.checkpoint_callbacks:
+            if (isinstance(callback, ModelCheckpoint) and callback.save_last and not callback.last_model_path
+                    and callback.CHECKPOINT_NAME_LAST == "last" and callback.dirpath is not None
+                    and os.path.abspath(callback.dirpath) == os.path.abspath(self.ckptdir)
+                    and type(callback).on_train_end is not pl.Callback.on_train_end):
+                return True
+        return False
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.signum and self._previous_handler is not None:

@@ -51,10 +51,22 @@ def test_last_checkpoint_holds_the_final_step_between_validations(tmp_path):
                              extra={"data.params.train.params.n": 40, "lightning.trainer.val_check_interval": 1000,
                                     "lightning.trainer.check_val_every_n_epoch": None})
     logs = tmp_path / "logs"
+    run_main(["--base", str(base), "-t", "--accelerator", "cpu", "-l", str(logs)], cwd=tmp_path)
+    checkpoints = only_run_dir(logs) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]  # once, not also last-v1.ckpt
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 5
+
+    # validation (and ModelCheckpoint's last.ckpt) at step 4, the run ends at step 6: last.ckpt is
+    # rewritten with step 6
+    base = write_tiny_config(tmp_path / "tiny4.yaml", max_steps=6,
+                             extra={"data.params.train.params.n": 40, "lightning.trainer.val_check_interval": 4,
+                                    "lightning.trainer.check_val_every_n_epoch": None})
+    logs = tmp_path / "logs4"
     proc = run_main(["--base", str(base), "-t", "--accelerator", "cpu", "-l", str(logs)], cwd=tmp_path)
-    ckpt = torch.load(only_run_dir(logs) / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 5
-    assert "training ended at step 5 after the last checkpoint" in proc.stderr
+    checkpoints = only_run_dir(logs) / "checkpoints"
+    assert "last-v1.ckpt" not in {p.name for p in checkpoints.iterdir()}
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert "training ended at step 6 after the last checkpoint" in proc.stderr
 
 
 def test_config_error_is_one_line(tmp_path):
