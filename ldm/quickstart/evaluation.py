@@ -104,35 +104,40 @@ def fid_precision_recall(extractor: Any, real: np.ndarray, fake: np.ndarray) -> 
 @torch.no_grad()
 def inpaint_with_text_model(model: Any, images: np.ndarray, masks: np.ndarray, captions: Sequence[str],
                             steps: int = 25, scale: float = 3.0, batch_size: int = 64,
-                            seed: int = 0) -> np.ndarray:
+                            seed: int = 0, eta: float = 0.0) -> np.ndarray:
     """Fill the holes (`masks` [N, H, W], 1 = hole) of `images` with the text-to-image LDM,
     conditioned on the scenes' captions: DDIM with the known latent re-imposed outside the hole
     at every step (the `mask`/`x0` arguments of the sampler; the original's latent inpainting),
-    then the decoded result pasted into the hole of the input image."""
+    then the decoded result pasted into the hole of the input image. `eta` is DDIM's: 0 is
+    deterministic, 1 adds fresh noise at every step as DDPM's ancestral sampling does."""
     from ldm.models.diffusion.ddim import DDIMSampler
 
     device = model.device
     sampler = DDIMSampler(model)
     generator = torch.Generator().manual_seed(seed)
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = to_model_input(images[start:start + batch_size], device)
-        hole = torch.from_numpy(masks[start:start + batch_size]).float()[:, None].to(device)
-        z0 = model.get_first_stage_encoding(model.encode_first_stage(x))
-        # latent keep-mask: 1 where the latent is known (no hole anywhere under the latent pixel)
-        keep = 1.0 - torch.nn.functional.adaptive_max_pool2d(hole, z0.shape[-2:])
-        batch_captions = list(captions[start:start + batch_size])
-        n = len(batch_captions)
-        c = model.get_learned_conditioning(batch_captions)
-        uc = model.get_learned_conditioning([""] * n) if scale != 1.0 else None
-        x_t = torch.randn(z0.shape, generator=generator).to(device)
-        with model.ema_scope():
-            z, _ = sampler.sample(S=steps, batch_size=n, shape=tuple(z0.shape[1:]), conditioning=c,
-                                  mask=keep, x0=z0, x_T=x_t, eta=0.0, verbose=False,
-                                  unconditional_guidance_scale=scale, unconditional_conditioning=uc)
-        filled = model.decode_first_stage(z).clamp(-1, 1)
-        result = hole * filled + (1 - hole) * x
-        out.append(to_uint8(result))
+    # the known region's noise and (eta > 0) every step's noise come from the global generators:
+    # seeded here, and restored afterwards, so the result depends on `seed` only
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = to_model_input(images[start:start + batch_size], device)
+            hole = torch.from_numpy(masks[start:start + batch_size]).float()[:, None].to(device)
+            z0 = model.get_first_stage_encoding(model.encode_first_stage(x))
+            # latent keep-mask: 1 where the latent is known (no hole anywhere under the latent pixel)
+            keep = 1.0 - torch.nn.functional.adaptive_max_pool2d(hole, z0.shape[-2:])
+            batch_captions = list(captions[start:start + batch_size])
+            n = len(batch_captions)
+            c = model.get_learned_conditioning(batch_captions)
+            uc = model.get_learned_conditioning([""] * n) if scale != 1.0 else None
+            x_t = torch.randn(z0.shape, generator=generator).to(device)
+            with model.ema_scope():
+                z, _ = sampler.sample(S=steps, batch_size=n, shape=tuple(z0.shape[1:]), conditioning=c,
+                                      mask=keep, x0=z0, x_T=x_t, eta=eta, verbose=False,
+                                      unconditional_guidance_scale=scale, unconditional_conditioning=uc)
+            filled = model.decode_first_stage(z).clamp(-1, 1)
+            result = hole * filled + (1 - hole) * x
+            out.append(to_uint8(result))
     return np.concatenate(out)
 
 

@@ -68,6 +68,9 @@ def test_report_parses_and_holds_the_figures(tiny_run):
     for scores in fids.values():
         assert scores["fid"] >= 0 and 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
     assert report["inpainting"]["n"] == 8
+    # the samplers the report names (docs/quickstart.md, "The sampler")
+    assert report["diffusion"]["sampler"] == "scripts/txt2img.py --sampler euler_a --ddim_steps 3"
+    assert report["inpainting"]["method"].startswith("Mask-guided DDIM (eta 1, 3 steps)")
     # the FID features come from the shipped network, copied into the output folder
     assert report["fid"]["feature_network_source"] == "models/quickstart/scenes_features.pt"
     assert (outdir / "scenes_features.pt").read_bytes() == (ROOT / "models/quickstart/scenes_features.pt").read_bytes()
@@ -81,3 +84,13 @@ def test_progress_and_final_paths_are_printed(tiny_run):
     assert "[1/7]" in stdout and "[7/7]" in stdout
     assert f"Report:  {outdir / 'report.md'}" in stdout
     assert f"Images:  {outdir / 'samples'}" in stdout
+    txt2img = [line for line in stdout.splitlines() if "scripts/txt2img.py" in line and line.strip().startswith("$")]
+    assert len(txt2img) == 2 and all("--sampler euler_a" in line for line in txt2img)
+
+
+def test_an_unknown_sampler_is_refused_before_any_training(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/quickstart.py", "--tiny", "--sampler", "nope",
+                           "--outdir", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown sampler 'nope'" in proc.stderr and "euler_a" in proc.stderr
+    assert not (tmp_path / "out").exists()
