@@ -2,7 +2,8 @@
 
 Trains the LDM of `configs/quickstart/txt2img.yaml` (or `--base`) in-process on latents encoded
 once by a trained quickstart autoencoder, and at each milestone samples the same held-out
-validation captions (DDIM, 25 steps, fixed noise) and scores them with the quickstart's judge.
+validation captions (`--sampler`, default the quickstart's Euler ancestral; 25 steps, fixed
+noise) and scores them with the quickstart's judge.
 It is the quickstart's LDM stage without Lightning's per-step overhead, for comparing training
 choices in equal steps (the config's `budget_lr` decay runs over the last milestone's steps);
 `key=value` overrides change the config as on main.py's command line. One JSON line per
@@ -33,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ldm.callbacks.budget_lr import budget_lr_factor  # noqa: E402
 from ldm.data.scenes import Scenes, render_scene  # noqa: E402
-from ldm.models.diffusion.ddim import DDIMSampler  # noqa: E402
 from ldm.modules.distributions.distributions import DiagonalGaussianDistribution  # noqa: E402
 from ldm.quickstart import evaluation  # noqa: E402
+from ldm.sampling_utils import SAMPLERS, make_sampler  # noqa: E402
 from ldm.util import instantiate_from_config  # noqa: E402
 
 logger = logging.getLogger("benchmark_quickstart_ldm")
@@ -96,19 +97,23 @@ def encode_scenes(model: Any, dataset: Scenes, size: int, chunk: int = 500) -> t
 
 
 @torch.no_grad()
-def judge_samples(model: Any, captions: list[str], scale: float, steps: int = 25, batch: int = 128) -> dict[str, float]:
-    """Judge scores of DDIM samples (EMA weights, fixed initial noise) for `captions`."""
+def judge_samples(model: Any, captions: list[str], scale: float, steps: int = 25, batch: int = 128,
+                  sampler: str = "euler_a") -> dict[str, float]:
+    """Judge scores of samples (EMA weights, fixed initial noise) for `captions`, drawn by
+    `sampler` (a name of `ldm.sampling_utils.SAMPLERS`; the quickstart's is euler_a). The
+    sampler's own draws are seeded and kept apart from the training's random stream."""
     model.eval()
-    sampler, generator, images = DDIMSampler(model), torch.Generator().manual_seed(0), []
+    draw, generator, images = make_sampler(model, sampler), torch.Generator().manual_seed(0), []
     shape = (model.channels, model.image_size, model.image_size)
-    with model.ema_scope():
+    with model.ema_scope(), torch.random.fork_rng():
+        torch.manual_seed(0)
         for start in range(0, len(captions), batch):
             chunk = captions[start:start + batch]
             c = model.get_learned_conditioning(chunk)
             uc = model.get_learned_conditioning([""] * len(chunk)) if scale != 1 else None
             x_T = torch.randn((len(chunk), *shape), generator=generator).to(model.device)
-            z, _ = sampler.sample(S=steps, batch_size=len(chunk), shape=shape, conditioning=c, x_T=x_T, eta=0.0,
-                                  verbose=False, unconditional_guidance_scale=scale, unconditional_conditioning=uc)
+            z, _ = draw.sample(S=steps, batch_size=len(chunk), shape=shape, conditioning=c, x_T=x_T, eta=0.0,
+                               verbose=False, unconditional_guidance_scale=scale, unconditional_conditioning=uc)
             images.append(evaluation.to_uint8(model.decode_first_stage(z)))
     model.train()
     scores, _ = evaluation.judge_scores(np.concatenate(images), captions)
@@ -121,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-stage", required=True, help="the quickstart autoencoder's checkpoint")
     parser.add_argument("--milestones", default="1000,2000,3000", help="steps at which to judge")
     parser.add_argument("--scales", default="3", help="guidance scales judged at each milestone")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="euler_a",
+                        help="sampler of the judged samples, 25 steps (the quickstart's: euler_a; "
+                             "figures before 2026-12-03 used ddim)")
     parser.add_argument("--train-scenes", type=int, default=20000, help="training scenes encoded once")
     parser.add_argument("--eval-captions", type=int, default=256, help="held-out validation captions")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -183,8 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         progress.update(1)
         if step in milestones:
             row = {"step": step, "train_s": round(train_seconds, 1), "precision": args.precision,
-                   "lr": optimizer.param_groups[0]["lr"], "overrides": args.overrides,
-                   **{f"scale_{s:g}": judge_samples(model, eval_captions, s) for s in scales}}
+                   "lr": optimizer.param_groups[0]["lr"], "overrides": args.overrides, "sampler": args.sampler,
+                   **{f"scale_{s:g}": judge_samples(model, eval_captions, s, sampler=args.sampler) for s in scales}}
             progress.write(json.dumps(row))
             if args.out:
                 with open(args.out, "a") as f:

@@ -45,6 +45,7 @@ def test_learning_curve_lines(tmp_path, caplog):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]
     assert all(r["precision"] == "bf16-mixed" for r in rows)
+    assert all(r["sampler"] == "euler_a" for r in rows)  # the quickstart's sampler by default
     saved = torch.load(tmp_path / "ldm.pt", weights_only=True)
     assert saved["global_step"] == 4
     assert any(k.startswith("model_ema.") for k in saved["state_dict"])  # the EMA weights travel too
@@ -93,3 +94,20 @@ def test_the_configs_budget_lr_decays_over_the_last_milestone(tmp_path):
     with pytest.raises(ValueError, match="keep one"):
         load_script("benchmark_quickstart_ldm").main([
             "--first-stage", str(first_stage_checkpoint(tmp_path)), "--milestones", "1", COSINE_OVER_4_STEPS])
+
+
+def test_judging_a_milestone_leaves_the_training_unchanged(tmp_path):
+    """The judged samples draw their noise apart from the training's random stream: the model
+    after 4 steps is the same whether or not step 2 was judged, with a stochastic sampler."""
+    torch.set_num_threads(1)
+    ckpt = first_stage_checkpoint(tmp_path)
+    common = ["--first-stage", str(ckpt), "--scales", "2", "--train-scenes", "32", "--eval-captions", "2",
+              "--sampler", "euler_a"]
+    script = load_script("benchmark_quickstart_ldm")
+    script.main([*common, "--milestones", "2,4", "--save", str(tmp_path / "judged.pt")])
+    script.main([*common, "--milestones", "4", "--save", str(tmp_path / "unjudged.pt")])
+    judged = torch.load(tmp_path / "judged.pt", weights_only=True)["state_dict"]
+    unjudged = torch.load(tmp_path / "unjudged.pt", weights_only=True)["state_dict"]
+    assert judged.keys() == unjudged.keys()
+    for key in judged:
+        assert torch.equal(judged[key], unjudged[key]), key
