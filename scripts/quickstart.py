@@ -44,8 +44,11 @@ logger = logging.getLogger("quickstart")
 # Settings of the full run (at most 20 minutes on 2 CPU cores, see docs/quickstart.md) and of the
 # tiny smoke run. The autoencoder trains for 4 minutes (in bf16 it does in 4 the updates that took
 # 6 in float32); the LDM gets what is left of the 19.5-minute deadline after the stages before it,
-# less 1.25 minutes for sampling, inpainting and measuring (`ldm_minutes`; they took 55-66 s on
-# 2 cores, and the LDM's start-up 8-10 s more than its budget). Step counts are caps:
+# less `tail_minutes` for sampling, inpainting and measuring (`ldm_minutes`), by training
+# precision: 1.25 minutes where the CPU has native bf16 (they took 55-66 s on 2 Zen 4 cores, and
+# the LDM's start-up 8-10 s more than its budget), 2 where it trains in float32 (an AVX2-only
+# Zen 3 EPYC, 2026-12-03: 107 s after the LDM and 13 s of start-up; with 1.25 the run took 20.2
+# minutes). Step counts are caps:
 # each training also stops at its time budget (`lightning.trainer.max_time`), so a slow machine
 # does fewer steps and a GPU reaches the caps in a few minutes. Both trainings decay their
 # learning rate over their budget (`ldm.callbacks.budget_lr`), so that a run cut short by the
@@ -59,7 +62,7 @@ logger = logging.getLogger("quickstart")
 # mask-guided DDIM samples with eta 1 for the same reason (held-out scenes 256-511: 62.7% vs 51.9%).
 SETTINGS = {
     "full": dict(ae_steps=5400, ae_minutes=4.0, ldm_steps=10000, ldm_minutes=None, batch_size=None,
-                 deadline_minutes=19.5, tail_minutes=1.25,
+                 deadline_minutes=19.5, tail_minutes={"bf16-mixed": 1.25, "32": 2.0},
                  n_eval=256, sampler="euler_a", sample_steps=25, guidance_scale=2.0, feature_steps=400,
                  n_inpaint=64, inpaint_eta=1.0),
     "tiny": dict(ae_steps=6, ae_minutes=3.0, ldm_steps=4, ldm_minutes=3.0, batch_size=8,
@@ -69,14 +72,14 @@ SETTINGS = {
 }
 
 
-def ldm_minutes(cfg: dict, elapsed_s: float) -> float:
+def ldm_minutes(cfg: dict, elapsed_s: float, precision: str) -> float:
     """The LDM's time budget: `ldm_minutes` where set, else what is left of `deadline_minutes`
-    after the `elapsed_s` seconds of the stages before it, less `tail_minutes` for the stages
-    after it (sampling, inpainting, measuring), so that a slower machine keeps the deadline with
-    fewer steps; at least one minute."""
+    after the `elapsed_s` seconds of the stages before it, less `tail_minutes[precision]` for the
+    stages after it (sampling, inpainting, measuring; slower on the CPUs that train in float32),
+    so that a slower machine keeps the deadline with fewer steps; at least one minute."""
     if cfg["ldm_minutes"] is not None:
         return float(cfg["ldm_minutes"])
-    return max(1.0, cfg["deadline_minutes"] - cfg["tail_minutes"] - elapsed_s / 60.0)
+    return max(1.0, cfg["deadline_minutes"] - cfg["tail_minutes"][precision] - elapsed_s / 60.0)
 
 
 # console lines of the subprocesses not shown (they stay in the stage's log file): warnings,
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--limit", "64"]
         run(cmd, console / "cache_latents.log")
 
-    budget = round(ldm_minutes(cfg, time.time() - progress.start), 2)
+    budget = round(ldm_minutes(cfg, time.time() - progress.start, precision), 2)
     with progress.stage("train the text-to-image LDM (configs/quickstart/txt2img.yaml)"):
         print(f"    time budget {budget:g} min", flush=True)
         # the cached latents are in memory: batches come from the main process (a loader worker
