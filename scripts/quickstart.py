@@ -3,6 +3,7 @@
 
     python scripts/quickstart.py                 # about 20 minutes on 2 CPU cores
     python scripts/quickstart.py --tiny          # a smoke run of every step (about 2 minutes)
+    python scripts/quickstart.py --minutes 39    # a longer deadline, for a CPU without native bf16
 
 Steps (each shown with its progress and time):
 1. train a KL autoencoder (f = 4):  python main.py --base configs/quickstart/autoencoder.yaml -t
@@ -70,6 +71,18 @@ SETTINGS = {
                  n_eval=16, sampler="euler_a", sample_steps=3, guidance_scale=2.0, feature_steps=4, n_inpaint=8,
                  inpaint_eta=1.0),
 }
+
+
+def with_deadline(cfg: dict, minutes: float) -> dict:
+    """The full run's settings for a deadline of `minutes` instead of 19.5 (`--minutes`, for a
+    machine too slow for the default): the autoencoder keeps its share of the deadline (4 of 19.5
+    minutes), the LDM gets the rest as before, less the same reserve for the stages after it."""
+    if cfg["deadline_minutes"] is None:
+        raise ValueError("--minutes sets the full run's deadline; the tiny run has fixed budgets")
+    if minutes < 10:
+        raise ValueError(f"--minutes {minutes:g}: at least 10 minutes (the stages around the trainings take 3-4)")
+    share = cfg["ae_minutes"] / cfg["deadline_minutes"]
+    return {**cfg, "deadline_minutes": float(minutes), "ae_minutes": round(share * minutes, 2)}
 
 
 def ldm_minutes(cfg: dict, elapsed_s: float, precision: str) -> float:
@@ -241,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=None, help="guidance scale of the guided samples")
     parser.add_argument("--sampler", default=None,
                         help="scripts/txt2img.py's --sampler for the held-out captions (default euler_a)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="the full run's deadline in minutes after installation (default 19.5); a slower "
+                             "machine reaches the quality of a faster one with a longer deadline")
     parser.add_argument("--precision", default="auto", choices=["auto", "32", "bf16-mixed"],
                         help="training precision of both stages (auto: bf16-mixed on a CPU with native bf16 "
                              "instructions, AMX or AVX512-BF16, else 32)")
@@ -252,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dict(SETTINGS[mode])
     if args.scale is not None:
         cfg["guidance_scale"] = args.scale
+    if args.minutes is not None:
+        try:
+            cfg = with_deadline(cfg, args.minutes)
+        except ValueError as error:
+            parser.error(str(error))
     if args.sampler is not None:
         from ldm.sampling_utils import SAMPLERS  # checked now, not after the trainings
 

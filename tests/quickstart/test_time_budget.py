@@ -25,3 +25,25 @@ def test_float32_training_reserves_more_time_after_the_ldm():
     assert quickstart.ldm_minutes(full, 330.0, "32") == pytest.approx(
         quickstart.ldm_minutes(full, 330.0, "bf16-mixed") - 0.75)
     assert set(full["tail_minutes"]) == {"bf16-mixed", "32"}  # every precision choose_precision returns
+
+
+def test_a_longer_deadline_keeps_the_autoencoders_share():
+    quickstart = load_script("quickstart")
+    full = quickstart.SETTINGS["full"]
+    longer = quickstart.with_deadline(full, 39.0)
+    assert longer["deadline_minutes"] == 39.0
+    assert longer["ae_minutes"] == pytest.approx(2 * full["ae_minutes"])  # 4 of 19.5 minutes -> 8 of 39
+    assert quickstart.ldm_minutes(longer, 330.0, "32") == pytest.approx(39.0 - 2.0 - 5.5)
+    assert full["deadline_minutes"] == 19.5  # the defaults are not changed
+    with pytest.raises(ValueError, match="tiny run"):
+        quickstart.with_deadline(quickstart.SETTINGS["tiny"], 39.0)
+    with pytest.raises(ValueError, match="at least 10 minutes"):
+        quickstart.with_deadline(full, 5.0)
+
+
+def test_minutes_is_checked_before_any_training(tmp_path, capsys):
+    quickstart = load_script("quickstart")
+    with pytest.raises(SystemExit):
+        quickstart.main(["--tiny", "--minutes", "30", "--outdir", str(tmp_path / "out")])
+    assert "tiny run" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
