@@ -125,6 +125,8 @@ def render_markdown(results: Mapping[str, Any], grid_name: str | None = None,
               f"({int(judge_real.get('n', 0))} scenes).", "",
               "Held-out captions (never seen in training), one sample each:", ""]
     lines += _accuracy_rows(r.get("judge", {}))
+    if r.get("advice"):
+        lines += ["", f"**Note:** {r['advice']}"]
     if r.get("judge_on_reconstructions"):
         lines += ["", "The first stage's ceiling: the judge on autoencoder reconstructions of the real scenes "
                   "with the same captions:", ""]

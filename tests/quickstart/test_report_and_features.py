@@ -48,6 +48,14 @@ def test_write_report_writes_markdown_json_and_grids(tmp_path):
                      "![prompts and samples](samples_grid.png)", "![inpainting](inpainting_grid.png)"):
         assert expected in text
     assert paths["grid"].is_file() and paths["inpaint_grid"].is_file()
+    assert "Note:" not in text  # no advice given, none shown
+
+
+def test_the_report_shows_the_runs_advice(tmp_path):
+    advice = "caption accuracy 59.8% is below the 80% target: ... `bash scripts/quickstart.sh --minutes 33` ..."
+    paths = report.write_report(tmp_path, {**sample_results(), "advice": advice})
+    assert json.loads(paths["json"].read_text())["advice"] == advice
+    assert f"**Note:** {advice}" in paths["markdown"].read_text()
 
 
 def test_feature_network_trains_saves_and_extracts(tmp_path):

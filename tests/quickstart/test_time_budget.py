@@ -47,3 +47,25 @@ def test_minutes_is_checked_before_any_training(tmp_path, capsys):
         quickstart.main(["--tiny", "--minutes", "30", "--outdir", str(tmp_path / "out")])
     assert "tiny run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_short_of_ldm_steps_names_the_deadline_that_gives_them():
+    """The 2-core Ice Lake Xeon without native bf16 (2026-12-08): 1669 LDM steps in 12.58 minutes,
+    59.8%. Its rate (132.7 steps a minute) needs 22.6 minutes for 3000: 10.0 more, which a deadline
+    gives at 1 - 4/19.5 of each extra minute, so 19.5 + 12.6 -> 33."""
+    quickstart = load_script("quickstart")
+    full, tiny = quickstart.SETTINGS["full"], quickstart.SETTINGS["tiny"]
+    assert full["target_ldm_steps"] == 3000
+    assert quickstart.deadline_for_ldm_steps(full, 1669, 12.58) == 33
+    # that deadline does give the steps: the LDM's budget grows by what the autoencoder leaves of it
+    longer = quickstart.with_deadline(full, 33.0)
+    extra = (longer["deadline_minutes"] - full["deadline_minutes"]) - (longer["ae_minutes"] - full["ae_minutes"])
+    assert (12.58 + extra) * 1669 / 12.58 >= 3000
+    assert quickstart.deadline_for_ldm_steps(full, 3713, 27.84) is None  # enough steps already
+    assert quickstart.deadline_for_ldm_steps(tiny, 4, 3.0) is None  # no deadline to extend
+
+    note = quickstart.advice(full, 0.598, 1669, 12.58)
+    assert "59.8%" in note and "1669 steps" in note and "--minutes 33" in note
+    assert quickstart.advice(full, 0.80, 1669, 12.58) is None  # the target met: nothing to say
+    assert quickstart.advice(full, 0.70, 3100, 13.0) is None  # short of 80% with the steps: not a deadline matter
+    assert quickstart.advice(tiny, 0.0, 4, 3.0) is None
