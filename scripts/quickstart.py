@@ -78,6 +78,11 @@ SETTINGS = {
 }
 
 
+def ae_share(cfg: dict) -> float:
+    """The autoencoder's share of the full run's deadline (4 of 19.5 minutes), kept by `--minutes`."""
+    return cfg["ae_minutes"] / cfg["deadline_minutes"]
+
+
 def with_deadline(cfg: dict, minutes: float) -> dict:
     """The full run's settings for a deadline of `minutes` instead of 19.5 (`--minutes`, for a
     machine too slow for the default): the autoencoder keeps its share of the deadline (4 of 19.5
@@ -86,8 +91,7 @@ def with_deadline(cfg: dict, minutes: float) -> dict:
         raise ValueError("--minutes sets the full run's deadline; the tiny run has fixed budgets")
     if minutes < 10:
         raise ValueError(f"--minutes {minutes:g}: at least 10 minutes (the stages around the trainings take 3-4)")
-    share = cfg["ae_minutes"] / cfg["deadline_minutes"]
-    return {**cfg, "deadline_minutes": float(minutes), "ae_minutes": round(share * minutes, 2)}
+    return {**cfg, "deadline_minutes": float(minutes), "ae_minutes": round(ae_share(cfg) * minutes, 2)}
 
 
 def ldm_minutes(cfg: dict, elapsed_s: float, precision: str) -> float:
@@ -109,8 +113,7 @@ def deadline_for_ldm_steps(cfg: dict, steps: int, budget_minutes: float) -> int 
     if cfg["deadline_minutes"] is None or not target or steps >= target or steps <= 0 or budget_minutes <= 0:
         return None
     extra_ldm = target * budget_minutes / steps - budget_minutes
-    ldm_share = 1.0 - cfg["ae_minutes"] / cfg["deadline_minutes"]
-    return math.ceil(cfg["deadline_minutes"] + extra_ldm / ldm_share)
+    return math.ceil(cfg["deadline_minutes"] + extra_ldm / (1.0 - ae_share(cfg)))
 
 
 def advice(cfg: dict, guided_accuracy: float, steps: int, budget_minutes: float) -> str | None:
